@@ -1,0 +1,224 @@
+"""A sequence with its unknowns chosen: the object optimisers and checks use.
+
+:class:`Objective` fixes the values of ``x0``, ``thetas`` and ``p``, marks some
+of them as unknowns (``wrt``), and maps one flat vector ``z`` of those
+unknowns to the cost, its gradient (one forward and one adjoint sweep),
+tangents (forward mode) and Jacobians of chosen states.  It counts every
+sweep it runs, so comparisons report measured costs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from . import _validate
+from ._sequence import UNKNOWN_NAMES, SequenceBase
+
+
+class Objective:
+    """The cost of a sequence as a function of a flat vector of unknowns.
+
+    Parameters
+    ----------
+    seq : SequenceBase
+        The sequence (homogeneous, integrator or chain).
+    x0, thetas, p : array_like
+        Values of the three blocks; those not in ``wrt`` stay fixed.
+        ``thetas`` and ``p`` default to zeros.
+    wrt : str or sequence of str
+        Which blocks are unknowns: any of ``'x0'``, ``'theta'``, ``'p'``.  The
+        flat vector ``z`` stacks them in that fixed order.
+
+    Attributes
+    ----------
+    z0 : ndarray
+        The unknowns at the values given.
+    counts : collections.Counter
+        Sweeps run so far: ``'forward'``, ``'adjoint'``, ``'tangent'``.
+
+    Examples
+    --------
+    >>> from scipy.optimize import minimize
+    >>> res = minimize(obj.value_and_grad, obj.z0, jac=True)  # doctest: +SKIP
+    """
+
+    def __init__(self, seq: SequenceBase, x0=None, thetas=None, p=None, *, wrt="p"):
+        if not isinstance(seq, SequenceBase):
+            raise TypeError(f"`seq` must be a sequence object, got {type(seq).__name__}.")
+        if isinstance(wrt, str):
+            wrt = (wrt,)
+        wrt = tuple(wrt)
+        for name in wrt:
+            _validate.choice("wrt", name, UNKNOWN_NAMES)
+        if not wrt:
+            raise ValueError("`wrt` is empty; name at least one of 'x0', 'theta', 'p'.")
+        self.seq = seq
+        self.wrt = tuple(name for name in UNKNOWN_NAMES if name in wrt)
+        if x0 is None:
+            raise ValueError("`x0` is required: the initial state of the sequence.")
+        self.x0, self.thetas, self.p = seq._validate_inputs(x0, thetas, p)
+        sizes = seq.sizes()
+        self._sizes = [sizes[name] for name in self.wrt]
+        self.size = int(sum(self._sizes))
+        self.z0 = self.pack(self.x0, self.thetas, self.p)
+        self.counts = Counter(forward=0, adjoint=0, tangent=0)
+        self._last = None  # (z, trajectory) of the latest forward sweep
+
+    # ---- packing ----
+
+    def pack(self, x0, thetas, p) -> np.ndarray:
+        """Flat vector of the unknown blocks of ``(x0, thetas, p)``."""
+        parts = {
+            "x0": lambda: np.ravel(x0),
+            "theta": lambda: self.seq._theta_to_flat(thetas),
+            "p": lambda: np.ravel(p),
+        }
+        if not self.wrt:
+            return np.zeros(0)
+        return np.concatenate([parts[name]() for name in self.wrt]).astype(
+            np.result_type(*(parts[name]() for name in self.wrt)), copy=False
+        )
+
+    def unpack(self, z):
+        """``(x0, thetas, p)`` with the unknown blocks taken from ``z``."""
+        z = np.asarray(z)
+        if z.shape != (self.size,):
+            raise ValueError(
+                f"`z` has shape {z.shape}; the objective has {self.size} unknowns "
+                f"({', '.join(self.wrt)}), so `z` must have shape ({self.size},)."
+            )
+        blocks = {"x0": self.x0, "theta": self.thetas, "p": self.p}
+        i = 0
+        for name, size in zip(self.wrt, self._sizes):
+            piece = z[i : i + size]
+            if name == "theta":
+                blocks[name] = self.seq._theta_from_flat(piece, self.thetas)
+            else:
+                blocks[name] = piece.reshape(np.shape(blocks[name]))
+            i += size
+        return blocks["x0"], blocks["theta"], blocks["p"]
+
+    def _checked(self, z):
+        z = _validate.real_array("z", z, (self.size,),
+                                 what=f"the objective has {self.size} unknowns")
+        return z
+
+    # ---- sweeps ----
+
+    def trajectory(self, z):
+        """Forward sweep at ``z`` (reused when ``z`` repeats)."""
+        z = self._checked(z)
+        if self._last is not None and np.array_equal(self._last[0], z):
+            return self._last[1]
+        x0, thetas, p = self.unpack(z)
+        traj = self.seq._forward_impl(x0, thetas, p)
+        self.counts["forward"] += 1
+        self._last = (z.copy(), traj)
+        return traj
+
+    def fun(self, z) -> float:
+        """The cost ``J(z)``."""
+        return self.trajectory(z).J
+
+    def value_and_grad(self, z):
+        """``(J, dJ/dz)`` from one forward and one adjoint sweep (SciPy's
+        ``jac=True`` convention)."""
+        traj = self.trajectory(z)
+        return traj.J, self._vjp(traj, None, 1.0)
+
+    def grad(self, z) -> np.ndarray:
+        return self.value_and_grad(z)[1]
+
+    def vjp(self, z, xs_bar, cost_weight: float = 0.0) -> np.ndarray:
+        """``(d xs/dz)ᵀ xs_bar + cost_weight · dJ/dz``: one adjoint sweep."""
+        traj = self.trajectory(z)
+        return self._vjp(traj, xs_bar, cost_weight)
+
+    def _vjp(self, traj, xs_bar, cost_weight):
+        grad_x0, grad_thetas, grad_p = self.seq._adjoint_impl(traj, xs_bar, cost_weight)
+        self.counts["adjoint"] += 1
+        return self.pack(grad_x0, grad_thetas, grad_p)
+
+    def jvp(self, z, v):
+        """Tangent sweep in direction ``v``: returns ``(xs_tan, J_tan)``."""
+        traj = self.trajectory(z)
+        v = _validate.real_array("v", v, (self.size,),
+                                 what=f"the objective has {self.size} unknowns")
+        x0_tan, thetas_tan, p_tan = self._tangent_blocks(v)
+        xs_tan, J_tan = self.seq._tangent_impl(traj, x0_tan, thetas_tan, p_tan)
+        self.counts["tangent"] += 1
+        return xs_tan, J_tan
+
+    def _tangent_blocks(self, v):
+        zero = {
+            "x0": np.zeros_like(self.x0),
+            "theta": self.seq._theta_from_flat(
+                np.zeros(self.seq.theta_size()), self.thetas
+            ),
+            "p": np.zeros_like(self.p),
+        }
+        i = 0
+        for name, size in zip(self.wrt, self._sizes):
+            piece = np.ascontiguousarray(v[i : i + size])
+            if name == "theta":
+                zero[name] = self.seq._theta_from_flat(piece, self.thetas)
+            else:
+                zero[name] = piece.reshape(np.shape(zero[name]))
+            i += size
+        return zero["x0"], zero["theta"], zero["p"]
+
+    # ---- Jacobians of states ----
+
+    def jacobian(self, z, steps=None, *, mode: str = "auto") -> np.ndarray:
+        """Jacobian of the states at ``steps`` with respect to ``z``.
+
+        Parameters
+        ----------
+        z : array_like, shape (size,)
+        steps : sequence of int, optional
+            Which states are the outputs (default: the final state only).  The
+            output vector stacks ``x_k`` for ``k`` in ``steps``.
+        mode : {'auto', 'forward', 'reverse'}
+            Forward mode costs one tangent sweep per unknown, reverse mode one
+            adjoint sweep per output; ``'auto'`` picks the fewer sweeps.
+
+        Returns
+        -------
+        ndarray, shape (n_outputs, size)
+        """
+        _validate.choice("mode", mode, ("auto", "forward", "reverse"))
+        traj = self.trajectory(z)
+        steps = self.seq._output_steps(steps)
+        n_out = self.seq._n_outputs(traj, steps)
+        if mode == "auto":
+            has_tangent = self.seq._has_tangent()
+            mode = "forward" if (self.size <= n_out and has_tangent) else "reverse"
+        jac = np.empty((n_out, self.size))
+        if mode == "forward":
+            for j in range(self.size):
+                v = np.zeros(self.size)
+                v[j] = 1.0
+                xs_tan, _ = self.jvp(z, v)
+                jac[:, j] = self.seq._states_at(xs_tan, steps)
+        else:
+            for i in range(n_out):
+                w = np.zeros(n_out)
+                w[i] = 1.0
+                xs_bar = self.seq._states_cotangent(traj, w, steps)
+                jac[i, :] = self._vjp(traj, xs_bar, 0.0)
+        return jac
+
+    # ---- complex step ----
+
+    def fun_complex(self, z):
+        """``J`` and the states on ``complex128`` input, for the complex-step check."""
+        z = np.asarray(z, dtype=np.complex128)
+        x0, thetas, p = self.unpack(z)
+        x0 = np.asarray(x0, dtype=np.complex128)
+        thetas = (np.asarray(thetas, dtype=np.complex128) if isinstance(thetas, np.ndarray)
+                  else [np.asarray(t, dtype=np.complex128) for t in thetas])
+        p = np.asarray(p, dtype=np.complex128)
+        self.counts["forward"] += 1
+        return self.seq._forward_complex_impl(x0, thetas, p)

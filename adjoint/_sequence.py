@@ -1,0 +1,162 @@
+"""The state-transition sequence: the one object every sweep works on.
+
+A sequence is ``x_{k+1} = F_k(x_k, θ_k, p)`` for ``k = 0 … N-1`` with the cost
+``J = Φ(x_N, p) + Σ_k g_k(x_k, θ_k, p)``.  This module holds the abstract base
+class that every kind of sequence implements (kernel-based homogeneous
+sequences, Runge–Kutta and implicit integrators, heterogeneous network
+chains) and the bookkeeping that turns a choice of unknowns (any of ``x0``,
+``theta``, ``p``) into one flat vector for optimisers and checks.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+UNKNOWN_NAMES = ("x0", "theta", "p")
+
+
+@dataclass
+class Trajectory:
+    """What a forward sweep keeps for the backward and tangent sweeps.
+
+    Attributes
+    ----------
+    x0, thetas, p : the inputs of the sweep, as validated arrays (``thetas`` is a
+        list of arrays for a chain whose stages have parameters of their own
+        shapes).
+    xs : ndarray, shape (N + 1, n), or list of arrays
+        The states ``x_0 … x_N``.
+    J : float
+        The cost.
+    extra : dict
+        Whatever a sequence kind needs to keep besides the states (stage
+        values of an implicit step, checkpoint snapshots, counters).
+    """
+
+    x0: Any
+    thetas: Any
+    p: Any
+    xs: Any
+    J: float
+    extra: dict = field(default_factory=dict)
+
+
+class SequenceBase(ABC):
+    """A state-transition sequence with compiled forward, adjoint and tangent sweeps.
+
+    Subclasses supply, in this order:
+
+    1. ``N`` (number of steps) and the three shape attributes ``x0_shape``,
+       ``theta_shapes`` (a list of ``N`` shapes, or one ``(N, m)`` shape given
+       by ``theta_shape``) and ``p_shape``;
+    2. ``_forward_impl(x0, thetas, p) -> Trajectory``;
+    3. ``_adjoint_impl(traj, xs_bar, cost_weight) -> (grad_x0, grad_thetas,
+       grad_p)``: the vector-Jacobian product of the map
+       ``(x0, θ, p) -> (x_0 … x_N, J)`` with cotangents ``xs_bar`` on the states
+       (or ``None``) and ``cost_weight`` on ``J``;
+    4. ``_tangent_impl(traj, x0_tan, thetas_tan, p_tan) -> (xs_tan, J_tan)``:
+       the Jacobian-vector product of the same map;
+    5. optionally ``_forward_complex_impl(x0, thetas, p) -> (xs, J)`` running the
+       same arithmetic on ``complex128`` for the complex-step check.
+
+    The public methods validate inputs once and call these hooks.
+    """
+
+    N: int
+    x0_shape: tuple
+    p_shape: tuple
+
+    # ---- shapes of the unknowns ----
+
+    @property
+    def theta_shapes(self) -> list[tuple]:
+        """Shape of each ``θ_k``; per-step parameters of a homogeneous
+        sequence share one shape."""
+        return [tuple(self.theta_shape[1:])] * self.N
+
+    def theta_size(self) -> int:
+        return int(sum(int(np.prod(s)) for s in self.theta_shapes))
+
+    def sizes(self) -> dict:
+        """Number of scalars in each unknown block."""
+        return {
+            "x0": int(np.prod(self.x0_shape)),
+            "theta": self.theta_size(),
+            "p": int(np.prod(self.p_shape)),
+        }
+
+    # ---- hooks ----
+
+    @abstractmethod
+    def _forward_impl(self, x0, thetas, p) -> Trajectory: ...
+
+    @abstractmethod
+    def _adjoint_impl(self, traj, xs_bar, cost_weight): ...
+
+    @abstractmethod
+    def _tangent_impl(self, traj, x0_tan, thetas_tan, p_tan): ...
+
+    def _forward_complex_impl(self, x0, thetas, p):
+        raise NotImplementedError(
+            f"{type(self).__name__} has no complex-step forward sweep; use "
+            "finite differences (`method='fd'`) to check its gradient."
+        )
+
+    @abstractmethod
+    def _validate_inputs(self, x0, thetas, p):
+        """Return ``(x0, thetas, p)`` as float64 arrays of the right shapes, or
+        raise ``ValueError`` naming the argument."""
+
+    # ---- flat vectors of unknowns ----
+
+    def _theta_to_flat(self, thetas):
+        if isinstance(thetas, np.ndarray):
+            return thetas.ravel()
+        return np.concatenate([np.ravel(t) for t in thetas]) if thetas else np.zeros(0)
+
+    def _theta_from_flat(self, flat, like):
+        if isinstance(like, np.ndarray):
+            return flat.reshape(like.shape)
+        out, i = [], 0
+        for t in like:
+            size = int(np.size(t))
+            out.append(flat[i : i + size].reshape(np.shape(t)))
+            i += size
+        return out
+
+    # ---- outputs for Jacobians and dot-product tests ----
+    # Defaults for sequences whose states stack into one (N + 1, n) array; a
+    # chain of stages of different widths overrides them.
+
+    def _has_tangent(self) -> bool:
+        return getattr(self, "step_jvp", True) is not None
+
+    def _output_steps(self, steps):
+        if steps is None:
+            return [self.N]
+        steps = [int(k) for k in np.atleast_1d(steps)]
+        for k in steps:
+            if not 0 <= k <= self.N:
+                raise ValueError(
+                    f"`steps` holds {k}; states are numbered 0 … N = {self.N}."
+                )
+        return steps
+
+    def _n_outputs(self, traj, steps) -> int:
+        return int(sum(np.size(traj.xs[k]) for k in steps))
+
+    def _states_at(self, xs, steps) -> np.ndarray:
+        return np.concatenate([np.ravel(xs[k]) for k in steps])
+
+    def _states_cotangent(self, traj, w, steps):
+        xs_bar = np.zeros_like(traj.xs)
+        i = 0
+        for k in steps:
+            size = xs_bar[k].size
+            xs_bar[k] += w[i : i + size].reshape(xs_bar[k].shape)
+            i += size
+        return xs_bar
