@@ -188,7 +188,9 @@ def _records(path: Path) -> Iterator[tuple[int, list[str], str | None]]:
                     continue
                 yield line_number, next(csv.reader([line])), None
     except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DataError(f"Data file '{path}' cannot be read as CSV text: {err}.") from err
+        raise DataError(
+            f"Data file '{path}' cannot be read as CSV text: {err}."
+        ) from err
 
 
 def _parse_cell(text: str, path: Path, line_number: int, name: str) -> float:
