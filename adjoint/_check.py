@@ -20,6 +20,11 @@ JACOBIAN_RTOL = 1e-10
 FD_RTOL = 1e-5
 TAYLOR_ORDER_RANGE = (1.9, 2.1)
 COMPLEX_STEP_H = 1e-30  # far below roundoff of any perturbation that matters
+# The Taylor test's smallest remainder must exceed this many roundings of J
+# (a remainder at rounding level gives meaningless orders), and the default
+# first step is enlarged at most this many times to get there.
+TAYLOR_NOISE_FACTOR = 1e4
+TAYLOR_MAX_ENLARGE = 4
 
 
 def relative_error(a, b) -> float:
@@ -64,8 +69,9 @@ def finite_difference_gradient(obj: Objective, z, *, h=None, max_directions=60,
     V = _directions(obj, z, max_directions, rng)
     ref = []
     for v in V:
-        step = h if h is not None else 1e-6 * max(1.0, np.max(np.abs(z)))
-        step = step / max(np.max(np.abs(v)), 1e-300)
+        # Step relative to the size of the unknowns the direction moves.
+        scale = max(1.0, float(np.max(np.abs(z[v != 0])))) if np.any(v) else 1.0
+        step = (h if h is not None else 1e-6 * scale) / max(np.max(np.abs(v)), 1e-300)
         ref.append((obj.fun(z + step * v) - obj.fun(z - step * v)) / (2 * step))
     return V, np.array(ref), V @ g
 
@@ -94,8 +100,9 @@ def taylor_test(obj: Objective, z, v=None, *, eps0=None, n_halvings=5, rng=None)
     ----------
     eps0 : float, optional
         First step; default ``1e-5 · max(1, |z|_∞) / |v|_∞``, small enough to be
-        in the asymptotic range and large enough to keep the remainder well
-        above rounding error.
+        in the asymptotic range, and then enlarged (a few times at most) while
+        the smallest remainder is within ``TAYLOR_NOISE_FACTOR`` roundings of
+        ``J``, where the orders would measure rounding noise.
 
     Returns
     -------
@@ -106,11 +113,18 @@ def taylor_test(obj: Objective, z, v=None, *, eps0=None, n_halvings=5, rng=None)
     if v is None:
         v = rng.standard_normal(obj.size)
     J, g = obj.value_and_grad(z)
-    if eps0 is None:
+    adapt = eps0 is None
+    if adapt:
         eps0 = 1e-5 * max(1.0, np.max(np.abs(z))) / max(np.max(np.abs(v)), 1e-300)
-    eps = eps0 * 0.5 ** np.arange(n_halvings + 1)
     slope = float(g @ v)
-    rem = np.array([abs(obj.fun(z + e * v) - J - e * slope) for e in eps])
+    floor = TAYLOR_NOISE_FACTOR * np.finfo(np.float64).eps * max(abs(J), 1.0)
+    for _ in range(TAYLOR_MAX_ENLARGE):
+        eps = eps0 * 0.5 ** np.arange(n_halvings + 1)
+        rem = np.array([abs(obj.fun(z + e * v) - J - e * slope) for e in eps])
+        if not adapt or rem[-1] >= floor or rem[-1] == 0.0:
+            break
+        # The remainder grows like eps², so this aims just above the floor.
+        eps0 *= min(2.0 * np.sqrt(floor / rem[-1]), 1e3)
     with np.errstate(divide="ignore", invalid="ignore"):
         orders = np.log2(rem[:-1] / rem[1:])
     return TaylorResult(eps, rem, orders)

@@ -29,6 +29,8 @@ __all__ = ["UnknownProblemError", "get", "registry", "resolve"]
 # Command-line name -> module path. Add a line here for each new problem.
 _REGISTRY: dict[str, str] = {
     "lotka-volterra": "problems.lotka_volterra",
+    "sir-influenza": "problems.sir_influenza",
+    "lqr": "problems.lqr",
 }
 
 
