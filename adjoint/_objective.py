@@ -9,12 +9,15 @@ sweep it runs, so comparisons report measured costs.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import numpy as np
 
-from . import _validate
+from . import _checkpoint, _validate
 from ._sequence import UNKNOWN_NAMES, SequenceBase
+
+_OBJECTIVE_DEFAULT = object()  # "use the objective's own checkpointing"
 
 
 class Objective:
@@ -30,13 +33,24 @@ class Objective:
     wrt : str or sequence of str
         Which blocks are unknowns: any of ``'x0'``, ``'theta'``, ``'p'``.  The
         flat vector ``z`` stacks them in that fixed order.
+    checkpoint : Checkpointing, optional
+        How gradients get the states for the backward sweep (default: the
+        sequence keeps every state).  With a schedule other than store-all,
+        :meth:`value_and_grad` runs it and :meth:`fun` keeps two states only;
+        :meth:`vjp`, :meth:`jvp` and :meth:`jacobian` still store every state.
 
     Attributes
     ----------
     z0 : ndarray
         The unknowns at the values given.
     counts : collections.Counter
-        Sweeps run so far: ``'forward'``, ``'adjoint'``, ``'tangent'``.
+        Sweeps run so far: ``'forward'``, ``'adjoint'``, ``'tangent'``, and,
+        once :meth:`hessp` has run, ``'hvp'``: complex-step Hessian-vector
+        products, each one forward and one adjoint sweep in complex128
+        arithmetic (not counted under ``'forward'``/``'adjoint'``).
+    last_checkpoint_stats : CheckpointStats or None
+        What the latest gradient did: schedule, snapshots held, steps
+        recomputed, peak bytes of stored states.
 
     Examples
     --------
@@ -44,7 +58,8 @@ class Objective:
     >>> res = minimize(obj.value_and_grad, obj.z0, jac=True)  # doctest: +SKIP
     """
 
-    def __init__(self, seq: SequenceBase, x0=None, thetas=None, p=None, *, wrt="p"):
+    def __init__(self, seq: SequenceBase, x0=None, thetas=None, p=None, *, wrt="p",
+                 checkpoint=None):
         if not isinstance(seq, SequenceBase):
             raise TypeError(f"`seq` must be a sequence object, got {type(seq).__name__}.")
         if isinstance(wrt, str):
@@ -65,6 +80,8 @@ class Objective:
         self.z0 = self.pack(self.x0, self.thetas, self.p)
         self.counts = Counter(forward=0, adjoint=0, tangent=0)
         self._last = None  # (z, trajectory) of the latest forward sweep
+        self.checkpoint = _checkpoint.as_checkpointing(checkpoint)
+        self.last_checkpoint_stats = None
 
     # ---- packing ----
 
@@ -120,16 +137,56 @@ class Objective:
 
     def fun(self, z) -> float:
         """The cost ``J(z)``."""
+        if self.checkpoint is not None and not self.checkpoint.stores_all:
+            z = self._checked(z)
+            self.counts["forward"] += 1
+            return _checkpoint._value(self.seq, *self.unpack(z))
         return self.trajectory(z).J
 
-    def value_and_grad(self, z):
+    def value_and_grad(self, z, *, checkpoint=_OBJECTIVE_DEFAULT):
         """``(J, dJ/dz)`` from one forward and one adjoint sweep (SciPy's
-        ``jac=True`` convention)."""
+        ``jac=True`` convention).
+
+        ``checkpoint`` (a :class:`Checkpointing` or None) overrides the
+        objective's choice for this call; ``last_checkpoint_stats`` tells what
+        the call did.
+        """
+        if checkpoint is _OBJECTIVE_DEFAULT:
+            checkpoint = self.checkpoint
+        checkpoint = _checkpoint.as_checkpointing(checkpoint)
+        if checkpoint is not None and not checkpoint.stores_all:
+            z = self._checked(z)
+            res = _checkpoint.checkpointed_gradient(
+                self.seq, *self.unpack(z), checkpoint=checkpoint
+            )
+            self.counts["forward"] += 1
+            self.counts["adjoint"] += 1
+            self.last_checkpoint_stats = res.stats
+            return res.J, self.pack(res.grad_x0, res.grad_thetas, res.grad_p)
+        start = time.perf_counter()
         traj = self.trajectory(z)
-        return traj.J, self._vjp(traj, None, 1.0)
+        grad = self._vjp(traj, None, 1.0)
+        self.last_checkpoint_stats = _checkpoint.store_all_stats(
+            self.seq, traj.xs, time.perf_counter() - start
+        )
+        return traj.J, grad
 
     def grad(self, z) -> np.ndarray:
         return self.value_and_grad(z)[1]
+
+    def hessp(self, z, v, *, method: str = "auto") -> np.ndarray:
+        """Hessian-vector product ``∇²J(z) v``, in SciPy's ``hessp(x, p)`` form.
+
+        ``method='complex'`` differentiates the adjoint sweep in the direction
+        ``v`` by complex step (exact to rounding, counted as one ``'hvp'``),
+        ``'fd'`` takes central differences of the adjoint gradient (two
+        forward and two adjoint sweeps), ``'auto'`` the first where the
+        sequence's kernels are complex-safe.  See
+        :func:`adjoint.hessian_vector_product`.
+        """
+        from ._hessian import hessian_vector_product
+
+        return hessian_vector_product(self, z, v, method=method)
 
     def vjp(self, z, xs_bar, cost_weight: float = 0.0) -> np.ndarray:
         """``(d xs/dz)ᵀ xs_bar + cost_weight · dJ/dz``: one adjoint sweep."""
@@ -182,7 +239,8 @@ class Objective:
             output vector stacks ``x_k`` for ``k`` in ``steps``.
         mode : {'auto', 'forward', 'reverse'}
             Forward mode costs one tangent sweep per unknown, reverse mode one
-            adjoint sweep per output; ``'auto'`` picks the fewer sweeps.
+            adjoint sweep per output; ``'auto'`` picks the fewer sweeps
+            (reverse on a tie).
 
         Returns
         -------
@@ -194,7 +252,9 @@ class Objective:
         n_out = self.seq._n_outputs(traj, steps)
         if mode == "auto":
             has_tangent = self.seq._has_tangent()
-            mode = "forward" if (self.size <= n_out and has_tangent) else "reverse"
+            # A tangent sweep costs a little more than an adjoint sweep (it
+            # evaluates cost gradients at every step), so ties go to reverse.
+            mode = "forward" if (self.size < n_out and has_tangent) else "reverse"
         jac = np.empty((n_out, self.size))
         if mode == "forward":
             for j in range(self.size):
