@@ -75,8 +75,9 @@ def compare(problem: FitProblem, methods=None, *, out="results", **options):
     est = problem.estimation
     options.setdefault("tol", 1e-10)
     options.setdefault("name", problem.name)
-    comparison = run_comparison(est, est.z_from_values(est.x0, est.p),
-                                methods=methods, **options)
+    comparison = run_comparison(
+        est, est.z_from_values(est.x0, est.p), methods=methods, **options
+    )
     if out is not None:
         comparison.write(Path(out) / f"{problem.name}-compare")
     return comparison
