@@ -22,9 +22,9 @@ import numpy as np
 from scipy.optimize import OptimizeResult, minimize
 
 from . import _validate
+from ._errors import SweepError
 from ._integrators._observations import observation_cost
 from ._integrators._ode_sequence import ODESequence
-from ._errors import SweepError
 from ._objective import Objective
 
 # Observation times farther than this fraction of a step from the grid are
@@ -57,17 +57,31 @@ class FitResult(OptimizeResult):
         Forward, adjoint and tangent sweeps run.
     wall_time : float
         Seconds spent in :meth:`~ParameterEstimation.fit`.
+
+    Examples
+    --------
+    :meth:`ParameterEstimation.fit` makes one; ``table`` lists the unknowns
+    with their standard errors:
+
+    >>> import numpy as np
+    >>> result = FitResult(x=np.array([0.9, 50.0]), names=["rate", "capacity"],
+    ...                    stderr=np.array([0.02, 2.1]))
+    >>> result.table
+    [('rate', 0.9, 0.02), ('capacity', 50.0, 2.1)]
     """
 
     @property
     def table(self):
         """Rows ``(name, value, stderr)``: the unknowns, then any derived
         quantities a problem added to ``derived``."""
-        rows = [(n, float(v), float(e)) for n, v, e in
-                zip(self.names, self.x, self.stderr)]
+        rows = [
+            (n, float(v), float(e)) for n, v, e in zip(self.names, self.x, self.stderr)
+        ]
         return rows + [(n, float(v), float(e)) for n, v, e in self.get("derived", [])]
 
     def to_json(self) -> dict:
+        """The result as a dict of JSON-able values (what ``adjoint solve``
+        writes to ``NAME.json``)."""
         return {
             "values": {name: float(v) for name, v, _ in self.table},
             "errors": {name: float(e) for name, _, e in self.table},
@@ -141,21 +155,67 @@ class ParameterEstimation:
     p_names, x_names : sequence of str, optional
         Names for tables.
 
+    Raises
+    ------
+    ValueError
+        For observation times that do not increase, observations of the wrong
+        shape or with infinite values, non-positive values on a log scale or
+        for a log-parameter fit, and indices out of range (the message names
+        the argument).
+
+    Warns
+    -----
+    UserWarning
+        When observation times fall off the integration grid (each is then
+        compared with the state at the nearest step).
+
     Examples
     --------
-    >>> est = ParameterEstimation(system, t, y, x0=x0, p=p, fit_x0=True,
-    ...                           scale="log")  # doctest: +SKIP
-    >>> result = est.fit()  # doctest: +SKIP
+    Rate and capacity of logistic growth from a week of daily counts:
+
+    >>> import numpy as np
+    >>> from adjoint import ODESystem, ParameterEstimation
+    >>> def logistic(t, x, p, u, out):
+    ...     out[0] = p[0] * x[0] * (1.0 - x[0] / p[1])
+    ...     return 0
+    >>> system = ODESystem.from_rhs(logistic, n=1, n_p=2)
+    >>> t = np.arange(8.0)
+    >>> y = 50.0 / (1.0 + 49.0 * np.exp(-0.9 * t))
+    >>> est = ParameterEstimation(system, t, y, x0=[1.0], p=[0.5, 30.0],
+    ...                           p_names=["rate", "capacity"])
+    >>> result = est.fit()
+    >>> [(name, round(value, 3)) for name, value, _ in result.table]
+    [('rate', 0.9), ('capacity', 50.0)]
     """
 
-    def __init__(self, system, t_obs, y_obs, *, x0, p, observed=None, fit_p=True,
-                 fit_x0=False, fit_noise=False, log_params=True, scale="raw",
-                 weights=None, t0=None, dt=None, steps_per_interval=20,
-                 scheme="rk4", p_names=None, x_names=None):
+    def __init__(
+        self,
+        system,
+        t_obs,
+        y_obs,
+        *,
+        x0,
+        p,
+        observed=None,
+        fit_p=True,
+        fit_x0=False,
+        fit_noise=False,
+        log_params=True,
+        scale="raw",
+        weights=None,
+        t0=None,
+        dt=None,
+        steps_per_interval=20,
+        scheme="rk4",
+        p_names=None,
+        x_names=None,
+    ):
         # ---- observations ----
         t_obs = _validate.real_array("t_obs", t_obs)
         if t_obs.ndim != 1 or t_obs.size == 0:
-            raise ValueError(f"`t_obs` must be a non-empty 1-D array; got shape {t_obs.shape}.")
+            raise ValueError(
+                f"`t_obs` must be a non-empty 1-D array; got shape {t_obs.shape}."
+            )
         if np.any(np.diff(t_obs) <= 0):
             i = int(np.flatnonzero(np.diff(t_obs) <= 0)[0])
             raise ValueError(
@@ -182,7 +242,9 @@ class ParameterEstimation:
         self.system = system
         n = system.n
         n_obs_comp = y_obs.shape[1]
-        observed = list(range(n_obs_comp)) if observed is None else [int(c) for c in observed]
+        observed = (
+            list(range(n_obs_comp)) if observed is None else [int(c) for c in observed]
+        )
         if len(observed) != n_obs_comp or any(not 0 <= c < n for c in observed):
             raise ValueError(
                 f"`observed` must list {n_obs_comp} state components in 0 … {n - 1}; "
@@ -194,7 +256,9 @@ class ParameterEstimation:
         # ---- integration grid ----
         self.t0 = float(t_obs[0]) if t0 is None else float(t0)
         if t_obs[0] < self.t0:
-            raise ValueError(f"`t0` = {self.t0} is after the first observation {t_obs[0]}.")
+            raise ValueError(
+                f"`t0` = {self.t0} is after the first observation {t_obs[0]}."
+            )
         if dt is None:
             spacing = np.diff(np.concatenate([[self.t0], t_obs]))
             spacing = spacing[spacing > 0]
@@ -211,19 +275,24 @@ class ParameterEstimation:
                 f"{int(np.sum(off > OFF_GRID_WARN))} observation times are off the "
                 f"integration grid (dt = {self.dt}); each is compared with the "
                 "state at the nearest grid step.",
-                UserWarning, stacklevel=2,
+                UserWarning,
+                stacklevel=2,
             )
         self.N = int(self.obs_steps[-1]) if self.obs_steps[-1] > 0 else 1
 
         # ---- unknowns ----
         self.x0 = _validate.real_array("x0", x0, (n,), what=f"the system has n = {n}")
-        self.p = _validate.real_array("p", p, (system.n_p,),
-                                      what=f"the system has n_p = {system.n_p}")
+        self.p = _validate.real_array(
+            "p", p, (system.n_p,), what=f"the system has n_p = {system.n_p}"
+        )
         self.p_idx = _indices("fit_p", fit_p, system.n_p)
         self.x0_idx = _indices("fit_x0", fit_x0, n)
         self.log_params = bool(log_params)
         if self.log_params:
-            for name, values, idx in (("p", self.p, self.p_idx), ("x0", self.x0, self.x0_idx)):
+            for name, values, idx in (
+                ("p", self.p, self.p_idx),
+                ("x0", self.x0, self.x0_idx),
+            ):
                 bad = [i for i in idx if values[i] <= 0]
                 if bad:
                     raise ValueError(
@@ -231,29 +300,49 @@ class ParameterEstimation:
                         "log-parameter fit (or pass log_params=False)."
                     )
         self.fit_noise = bool(fit_noise)
-        self.p_names = list(p_names) if p_names is not None else [f"p{i}" for i in range(system.n_p)]
-        self.x_names = list(x_names) if x_names is not None else [f"x{i}" for i in range(n)]
+        self.p_names = (
+            list(p_names)
+            if p_names is not None
+            else [f"p{i}" for i in range(system.n_p)]
+        )
+        self.x_names = (
+            list(x_names) if x_names is not None else [f"x{i}" for i in range(n)]
+        )
         if weights is None:
             weights = np.ones(n_obs_comp)
-        self.weights = _validate.real_array("weights", weights, (n_obs_comp,),
-                                            what=f"{n_obs_comp} components are observed")
+        self.weights = _validate.real_array(
+            "weights",
+            weights,
+            (n_obs_comp,),
+            what=f"{n_obs_comp} components are observed",
+        )
         if np.any(self.weights <= 0):
             raise ValueError("`weights` must be positive.")
 
         # ---- the sequence and its cost ----
-        cost = observation_cost(self.obs_steps, y_obs, N=self.N, components=observed,
-                                weights=self.weights, log=(scale == "log"))
+        cost = observation_cost(
+            self.obs_steps,
+            y_obs,
+            N=self.N,
+            components=observed,
+            weights=self.weights,
+            log=(scale == "log"),
+        )
         self.cost = cost
         q = len(observed)
         # Where each observation sits in the cost's data (weights are 0
         # elsewhere); a fitted noise scale rewrites the weights there.
         self._weight_slots = cost.data[:, q : 2 * q] != 0.0
-        self.seq = ODESequence(system, scheme=scheme, t0=self.t0, dt=self.dt,
-                               N=self.N, **cost.kwargs())
+        self.seq = ODESequence(
+            system, scheme=scheme, t0=self.t0, dt=self.dt, N=self.N, **cost.kwargs()
+        )
         self.objective = Objective(self.seq, x0=self.x0, p=self.p, wrt=("x0", "p"))
-        self.n_counts = np.array([np.sum(~np.isnan(y_obs[:, c])) for c in range(n_obs_comp)])
-        self.names = ([self.x_names[i] + "(t0)" for i in self.x0_idx]
-                      + [self.p_names[i] for i in self.p_idx])
+        self.n_counts = np.array(
+            [np.sum(~np.isnan(y_obs[:, c])) for c in range(n_obs_comp)]
+        )
+        self.names = [self.x_names[i] + "(t0)" for i in self.x0_idx] + [
+            self.p_names[i] for i in self.p_idx
+        ]
         if self.fit_noise:
             self.names += [f"sigma_{self.x_names[c]}" for c in observed]
         self.size = len(self.x0_idx) + len(self.p_idx)  # optimisation variables
@@ -273,7 +362,7 @@ class ParameterEstimation:
         v = np.exp(z) if self.log_params else z
         x0, p = self.x0.copy(), self.p.copy()
         x0[self.x0_idx] = v[: len(self.x0_idx)]
-        p[self.p_idx] = v[len(self.x0_idx):]
+        p[self.p_idx] = v[len(self.x0_idx) :]
         return x0, p
 
     def _model_z(self, z):
@@ -291,7 +380,7 @@ class ParameterEstimation:
     # ---- cost and gradient ----
 
     def residuals(self, z):
-        """Residuals per observed component, shape (n_obs, n_observed) (NaN where missing)."""
+        """Residuals, shape (n_obs, n_observed); NaN where a value is missing."""
         traj = self.objective.trajectory(self._model_z(z))
         model = traj.xs[self.obs_steps][:, self.observed]
         if self.scale == "log":
@@ -337,6 +426,7 @@ class ParameterEstimation:
         return np.sqrt(self._sum_of_squares(z) / self.n_counts)
 
     def fun(self, z):
+        """The misfit alone at ``z`` (see :meth:`value_and_grad`)."""
         return self.value_and_grad(z)[0]
 
     # ---- Gauss–Newton covariance ----
@@ -347,7 +437,9 @@ class ParameterEstimation:
         unknown)."""
         zm = self._model_z(z)
         n = self.system.n
-        jac_states = self.objective.jacobian(zm, steps=list(self.obs_steps), mode="forward")
+        jac_states = self.objective.jacobian(
+            zm, steps=list(self.obs_steps), mode="forward"
+        )
         jac_states = jac_states.reshape(len(self.obs_steps), n, -1)[:, self.observed, :]
         free = list(self.x0_idx) + [n + i for i in self.p_idx]
         jac = jac_states[:, :, free]
@@ -384,8 +476,9 @@ class ParameterEstimation:
 
     # ---- the fit ----
 
-    def fit(self, z0=None, *, method="L-BFGS-B", bounds=None, options=None,
-            progress=None) -> FitResult:
+    def fit(
+        self, z0=None, *, method="L-BFGS-B", bounds=None, options=None, progress=None
+    ) -> FitResult:
         """Minimise the misfit and estimate uncertainties.
 
         Parameters
@@ -397,9 +490,24 @@ class ParameterEstimation:
             Any gradient-based ``scipy.optimize.minimize`` method.
         bounds : sequence of (low, high), optional
             Bounds on ``z`` (log values for log-scale unknowns).
+        options : dict, optional
+            Passed to SciPy on top of tight defaults (for L-BFGS-B
+            ``ftol=1e-15``, ``gtol=1e-9``, ``maxcor=20``; ``maxiter=2000``).
         progress : callable, optional
             Called as ``progress(intermediate_result)`` after each iteration
             (SciPy's callback protocol).
+
+        Returns
+        -------
+        FitResult
+            Fitted values on the natural scale with standard errors; check
+            ``success`` and ``message``.
+
+        Raises
+        ------
+        SweepError
+            If the model fails at the starting point (at trial points of the
+            line search a failure counts as an infinite cost instead).
         """
         start = time.perf_counter()
         counts_before = dict(self.objective.counts)
@@ -412,8 +520,15 @@ class ParameterEstimation:
         opts.update(options or {})
         self._inside_fit = True
         try:
-            res = minimize(self.value_and_grad, z0, jac=True, method=method,
-                           bounds=bounds, options=opts, callback=progress)
+            res = minimize(
+                self.value_and_grad,
+                z0,
+                jac=True,
+                method=method,
+                bounds=bounds,
+                options=opts,
+                callback=progress,
+            )
         finally:
             self._inside_fit = False
         cov_z, sigma = self.covariance(res.x)
@@ -429,15 +544,30 @@ class ParameterEstimation:
             stderr = np.concatenate([stderr, sigma / np.sqrt(2.0 * self.n_counts)])
         d = np.where(se_z > 0, se_z, 1.0)
         corr = cov_z / d[:, None] / d[None, :]
-        counts = {k: self.objective.counts[k] - counts_before.get(k, 0)
-                  for k in self.objective.counts}
+        counts = {
+            k: self.objective.counts[k] - counts_before.get(k, 0)
+            for k in self.objective.counts
+        }
         return FitResult(
-            x=natural, z=res.x, names=self.names, stderr=stderr, corr=corr, cov_z=cov_z,
-            fun=float(res.fun), jac=res.jac, sigma=sigma, success=bool(res.success),
-            status=res.status, message=str(res.message), nit=int(res.nit),
-            nfev=int(res.nfev), njev=int(getattr(res, "njev", res.nfev)),
-            sweeps=counts, wall_time=time.perf_counter() - start,
-            x0=x0, p=p,
+            x=natural,
+            z=res.x,
+            names=self.names,
+            stderr=stderr,
+            corr=corr,
+            cov_z=cov_z,
+            fun=float(res.fun),
+            jac=res.jac,
+            sigma=sigma,
+            success=bool(res.success),
+            status=res.status,
+            message=str(res.message),
+            nit=int(res.nit),
+            nfev=int(res.nfev),
+            njev=int(getattr(res, "njev", res.nfev)),
+            sweeps=counts,
+            wall_time=time.perf_counter() - start,
+            x0=x0,
+            p=p,
         )
 
     def simulate(self, z):
@@ -456,5 +586,7 @@ def _indices(name, fit, size):
     idx = [int(i) for i in fit]
     for i in idx:
         if not 0 <= i < size:
-            raise ValueError(f"`{name}` holds index {i}; valid indices are 0 … {size - 1}.")
+            raise ValueError(
+                f"`{name}` holds index {i}; valid indices are 0 … {size - 1}."
+            )
     return idx

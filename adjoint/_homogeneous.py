@@ -77,6 +77,10 @@ class Sequence(SequenceBase):
         Run each kernel once in plain Python on the first sweep, with
         bounds-checked arrays, so that a kernel writing outside its output or
         leaving part of it unwritten gets a clear error (default True).
+    store_lams : bool, optional
+        Keep every adjoint state ``λ_k`` in ``trajectory.extra['lams']`` after
+        an adjoint sweep (default False: only ``λ_0`` is kept, which saves an
+        ``(N + 1, n)`` array per gradient).
 
     Raises
     ------
@@ -128,6 +132,7 @@ class Sequence(SequenceBase):
         terminal_cost=None,
         terminal_cost_vjp=None,
         probe: bool = True,
+        store_lams: bool = False,
     ):
         self.n = _validate.positive_int("n", n)
         self.N = _validate.positive_int("N", N)
@@ -150,7 +155,9 @@ class Sequence(SequenceBase):
         # so only infinities are refused here.
         if np.isinf(data).any():
             row, col = np.argwhere(np.isinf(data))[0]
-            raise ValueError(f"`data` holds an infinite value at row {row}, column {col}.")
+            raise ValueError(
+                f"`data` holds an infinite value at row {row}, column {col}."
+            )
         self.data = np.ascontiguousarray(data)
 
         self.step = as_kernel(step, "step")
@@ -164,6 +171,9 @@ class Sequence(SequenceBase):
             "terminal_cost", terminal_cost, terminal_cost_vjp, zero[2], zero[3]
         )
         self._probe_pending = bool(probe)
+        # Skip the running-cost calls of a sequence that has none.
+        self._has_running_cost = self.running_cost is not zero[0]
+        self.store_lams = bool(store_lams)
 
     # ---- validation ----
 
@@ -182,7 +192,9 @@ class Sequence(SequenceBase):
         if p is None:
             p = np.zeros(self.p_shape)
         p = _validate.real_array(
-            "p", np.atleast_1d(p) if np.ndim(p) == 0 else p, self.p_shape,
+            "p",
+            np.atleast_1d(p) if np.ndim(p) == 0 else p,
+            self.p_shape,
             what=f"the sequence has n_p = {self.n_p}",
         )
         return x0, thetas, p
@@ -195,8 +207,18 @@ class Sequence(SequenceBase):
         xs = np.empty((self.N + 1, self.n))
         info = np.zeros(2, dtype=np.intp)
         J = sk.forward_sweep(
-            self.step.cfunc, self.running_cost.cfunc, self.terminal_cost.cfunc,
-            x0, thetas, p, self.consts, self.data, 0, xs, info,
+            self.step.cfunc,
+            self.running_cost.cfunc,
+            self.terminal_cost.cfunc,
+            x0,
+            thetas,
+            p,
+            self.consts,
+            self.data,
+            0,
+            xs,
+            info,
+            self._has_running_cost,
         )
         self._raise_for_status(info, "forward", xs)
         if not np.isfinite(J):
@@ -208,20 +230,66 @@ class Sequence(SequenceBase):
 
     def _adjoint_impl(self, traj, xs_bar, cost_weight):
         if xs_bar is None:
-            xs_bar = np.zeros_like(traj.xs)
-        lams = np.empty_like(traj.xs)
+            xs_bar = np.empty((0, self.n))  # no state cotangents
+        # Every λ_k only when asked for; otherwise the sweep rolls two vectors.
+        lams = np.empty((self.N + 1 if self.store_lams else 1, self.n))
         grad_thetas = np.empty(self.theta_shape)
         grad_p = np.empty(self.p_shape)
         info = np.zeros(2, dtype=np.intp)
         sk.adjoint_sweep(
-            self.step_vjp.cfunc, self.running_cost_vjp.cfunc,
-            self.terminal_cost_vjp.cfunc, traj.xs, traj.thetas, traj.p,
-            self.consts, self.data, xs_bar, float(cost_weight), lams,
-            grad_thetas, grad_p, info,
+            self.step_vjp.cfunc,
+            self.running_cost_vjp.cfunc,
+            self.terminal_cost_vjp.cfunc,
+            traj.xs,
+            traj.thetas,
+            traj.p,
+            self.consts,
+            self.data,
+            xs_bar,
+            float(cost_weight),
+            lams,
+            grad_thetas,
+            grad_p,
+            info,
+            self._has_running_cost,
         )
+        if info[0] == STATUS_NONFINITE:
+            self._locate_nonfinite_adjoint(traj, xs_bar, cost_weight, info)
         self._raise_for_status(info, "adjoint", lams)
-        traj.extra["lams"] = lams
+        if self.store_lams:
+            traj.extra["lams"] = lams
         return lams[0].copy(), grad_thetas, grad_p
+
+    def _locate_nonfinite_adjoint(self, traj, xs_bar, cost_weight, info):
+        """Rerun a failed adjoint sweep keeping every λ_k, to name the step
+        where it first became non-finite (the sweep checks periodically)."""
+        lams = np.empty((self.N + 1, self.n))
+        info_all = np.zeros(2, dtype=np.intp)
+        sk.adjoint_sweep(
+            self.step_vjp.cfunc,
+            self.running_cost_vjp.cfunc,
+            self.terminal_cost_vjp.cfunc,
+            traj.xs,
+            traj.thetas,
+            traj.p,
+            self.consts,
+            self.data,
+            xs_bar,
+            float(cost_weight),
+            lams,
+            np.empty(self.theta_shape),
+            np.empty(self.p_shape),
+            info_all,
+            self._has_running_cost,
+        )
+        # Rows above the detection step were written; the highest non-finite
+        # λ_k is where the sweep went wrong (it runs from k = N down).
+        k_detected = int(info_all[1])
+        bad = ~np.isfinite(lams[k_detected + 1 :]).all(axis=1)
+        if bad.any():
+            info[1] = k_detected + 1 + int(np.flatnonzero(bad).max())
+        else:
+            info[1] = k_detected
 
     def _tangent_impl(self, traj, x0_tan, thetas_tan, p_tan):
         if self.step_jvp is None:
@@ -232,12 +300,143 @@ class Sequence(SequenceBase):
         xs_tan = np.empty_like(traj.xs)
         info = np.zeros(2, dtype=np.intp)
         J_tan = sk.tangent_sweep(
-            self.step_jvp.cfunc, self.running_cost_vjp.cfunc,
-            self.terminal_cost_vjp.cfunc, traj.xs, traj.thetas, traj.p,
-            self.consts, self.data, x0_tan, thetas_tan, p_tan, xs_tan, info,
+            self.step_jvp.cfunc,
+            self.running_cost_vjp.cfunc,
+            self.terminal_cost_vjp.cfunc,
+            traj.xs,
+            traj.thetas,
+            traj.p,
+            self.consts,
+            self.data,
+            x0_tan,
+            thetas_tan,
+            p_tan,
+            xs_tan,
+            info,
         )
         self._raise_for_status(info, "tangent", xs_tan)
         return xs_tan, float(J_tan)
+
+    # ---- segments, for checkpointed gradients (see SequenceBase) ----
+
+    def _forward_segment(self, x_a, thetas, p, k_a, k_b, xs_out, J0=None):
+        if self._probe_pending:
+            self._probe(x_a, thetas, p)
+        info = np.zeros(2, dtype=np.intp)
+        J = sk.forward_segment(
+            self.step.cfunc,
+            self.running_cost.cfunc,
+            x_a,
+            thetas,
+            p,
+            self.consts,
+            self.data,
+            k_a,
+            k_b,
+            J0 is not None,
+            0.0 if J0 is None else float(J0),
+            xs_out,
+            info,
+        )
+        if info[0] != 0:
+            k = int(info[1])
+            rows = xs_out.shape[0]
+            local = xs_out[[(k - k_a) % rows, (k - k_a + 1) % rows]]
+            self._raise_for_status(info, "forward", {k: local[0], k + 1: local[1]})
+        return None if J0 is None else float(J)
+
+    def _adjoint_segment(
+        self, xs, thetas, p, k_a, lam, grad_thetas, grad_p, cost_weight, x_end
+    ):
+        info = np.zeros(2, dtype=np.intp)
+        sk.adjoint_segment(
+            self.step_vjp.cfunc,
+            self.running_cost_vjp.cfunc,
+            xs,
+            thetas,
+            p,
+            self.consts,
+            self.data,
+            k_a,
+            float(cost_weight),
+            lam,
+            grad_thetas,
+            grad_p,
+            info,
+        )
+        self._raise_for_status(info, "adjoint", None)
+
+    def _terminal_segment(self, x_N, p, cost_weight, lam_out, grad_p):
+        info = np.zeros(2, dtype=np.intp)
+        phi = sk.terminal_segment(
+            self.terminal_cost.cfunc,
+            self.terminal_cost_vjp.cfunc,
+            x_N,
+            p,
+            self.consts,
+            self.data[self.N],
+            float(cost_weight),
+            lam_out,
+            grad_p,
+            info,
+        )
+        if info[0] != 0:
+            info[1] = self.N
+            self._raise_for_status(info, "adjoint", None)
+        if not np.isfinite(phi):
+            raise SweepError(
+                f"The terminal cost is not finite (Φ = {phi}); look at the "
+                "terminal cost kernel and `data`."
+            )
+        return float(phi)
+
+    def _run_actions(
+        self,
+        actions,
+        pool,
+        held,
+        scratch,
+        lam,
+        x_end,
+        thetas,
+        p,
+        grad_thetas,
+        grad_p,
+        cost_weight,
+        state,
+        J_acc,
+    ):
+        """Optional fast path of the checkpointing driver: a batch of encoded
+        actions in one compiled call (:func:`_sweeps_kernels.run_actions`).
+        Returns ``info``; the driver turns failures into errors."""
+        if self._probe_pending:
+            self._probe(pool[0], thetas, p)
+        info = np.zeros(2, dtype=np.intp)
+        sk.run_actions(
+            self.step.cfunc,
+            self.step_vjp.cfunc,
+            self.running_cost.cfunc,
+            self.running_cost_vjp.cfunc,
+            self.terminal_cost.cfunc,
+            self.terminal_cost_vjp.cfunc,
+            thetas,
+            p,
+            self.consts,
+            self.data,
+            float(cost_weight),
+            actions,
+            pool,
+            held,
+            scratch,
+            lam,
+            x_end,
+            grad_thetas,
+            grad_p,
+            state,
+            J_acc,
+            info,
+        )
+        return info
 
     def _forward_complex_impl(self, x0, thetas, p):
         # Plain Python loop over the generic kernels: slow, used by checks only.
@@ -250,6 +449,58 @@ class Sequence(SequenceBase):
         J += self.terminal_cost(xs[self.N], p, self.consts, self.data[self.N])
         return xs, J
 
+    def _gradient_complex_impl(self, x0, thetas, p):
+        # The compiled sweeps are typed generically, so handing them the
+        # complex128 cfuncs compiles (once, cached) complex specialisations.
+        kernels = [
+            k.cfunc_complex
+            for k in (
+                self.step,
+                self.running_cost,
+                self.terminal_cost,
+                self.step_vjp,
+                self.running_cost_vjp,
+                self.terminal_cost_vjp,
+            )
+        ]
+        xs = np.empty((self.N + 1, self.n), dtype=np.complex128)
+        info = np.zeros(2, dtype=np.intp)
+        J = sk.forward_sweep(
+            kernels[0],
+            kernels[1],
+            kernels[2],
+            x0,
+            thetas,
+            p,
+            self.consts,
+            self.data,
+            0,
+            xs,
+            info,
+        )
+        self._raise_for_status(info, "forward", xs)
+        lams = np.empty_like(xs)
+        grad_thetas = np.empty(self.theta_shape, dtype=np.complex128)
+        grad_p = np.empty(self.p_shape, dtype=np.complex128)
+        sk.adjoint_sweep(
+            kernels[3],
+            kernels[4],
+            kernels[5],
+            xs,
+            thetas,
+            p,
+            self.consts,
+            self.data,
+            np.empty((0, self.n)),
+            1.0,
+            lams,
+            grad_thetas,
+            grad_p,
+            info,
+        )
+        self._raise_for_status(info, "adjoint", lams)
+        return xs, complex(J), lams[0].copy(), grad_thetas, grad_p
+
     # ---- errors ----
 
     def _raise_for_status(self, info, sweep, arrays):
@@ -258,6 +509,12 @@ class Sequence(SequenceBase):
             return
         if status == STATUS_NONFINITE:
             if sweep == "forward":
+                # The sweep checks periodically; find where the state first
+                # became non-finite.
+                if isinstance(arrays, np.ndarray) and arrays.ndim == 2:
+                    bad = ~np.isfinite(arrays[: k + 2]).all(axis=1)
+                    if bad.any():
+                        k = int(np.argmax(bad)) - 1
                 raise SweepError(
                     f"The state became non-finite at step {k}: x_{k + 1} = "
                     f"{arrays[k + 1]} from x_{k} = {arrays[k]}. Check `p` and "
@@ -267,8 +524,11 @@ class Sequence(SequenceBase):
                 f"The {sweep} sweep produced a non-finite value at step {k}. "
                 "The forward states were finite; check the VJP/JVP kernels."
             )
-        kernel = {"forward": self.step, "adjoint": self.step_vjp,
-                  "tangent": self.step_jvp}[sweep]
+        kernel = {
+            "forward": self.step,
+            "adjoint": self.step_vjp,
+            "tangent": self.step_jvp,
+        }[sweep]
         raise SweepError(
             f"The {sweep} sweep stopped at step {k}: kernel `{kernel.name}` (or "
             f"a cost kernel) returned status {status}."
@@ -283,12 +543,34 @@ class Sequence(SequenceBase):
         _probe_call(self.step, "out", out, k, x, theta, p, self.consts, out)
         lam = rng.standard_normal(self.n)
         bars = (np.zeros(self.n), np.zeros(self.m), np.zeros(self.n_p))
-        _probe_call(self.step_vjp, "x_bar, theta_bar, p_bar", None,
-                    k, x, theta, p, self.consts, lam, *bars)
+        _probe_call(
+            self.step_vjp,
+            "x_bar, theta_bar, p_bar",
+            None,
+            k,
+            x,
+            theta,
+            p,
+            self.consts,
+            lam,
+            *bars,
+        )
         if self.step_jvp is not None:
             out = np.full(self.n, np.nan)
-            _probe_call(self.step_jvp, "out", out, k, x, theta, p, self.consts,
-                        lam, np.zeros(self.m), np.zeros(self.n_p), out)
+            _probe_call(
+                self.step_jvp,
+                "out",
+                out,
+                k,
+                x,
+                theta,
+                p,
+                self.consts,
+                lam,
+                np.zeros(self.m),
+                np.zeros(self.n_p),
+                out,
+            )
 
 
 def _cost_pair(name, cost, cost_vjp, zero, zero_vjp):
@@ -296,7 +578,9 @@ def _cost_pair(name, cost, cost_vjp, zero, zero_vjp):
         return zero, zero_vjp
     if cost is None or cost_vjp is None:
         missing = f"{name}_vjp" if cost_vjp is None else name
-        raise ValueError(f"`{name}` and `{name}_vjp` come as a pair; `{missing}` is missing.")
+        raise ValueError(
+            f"`{name}` and `{name}_vjp` come as a pair; `{missing}` is missing."
+        )
     return as_kernel(cost, name), as_kernel(cost_vjp, f"{name}_vjp")
 
 

@@ -52,16 +52,50 @@ class Objective:
         What the latest gradient did: schedule, snapshots held, steps
         recomputed, peak bytes of stored states.
 
+    Raises
+    ------
+    TypeError
+        If ``seq`` is not a sequence object.
+    ValueError
+        If ``wrt`` names an unknown block or is empty, ``x0`` is missing, or a
+        block has the wrong shape (the message names it).
+
     Examples
     --------
+    The rate of a logistic model fitted to one observation, with SciPy:
+
+    >>> import sympy as sp
     >>> from scipy.optimize import minimize
-    >>> res = minimize(obj.value_and_grad, obj.z0, jac=True)  # doctest: +SKIP
+    >>> from adjoint import ODESystem, ODESequence, Objective, observation_cost
+    >>> x, r = sp.symbols("x r")
+    >>> system = ODESystem.from_sympy([r * x * (1 - x)], [x], [r])
+    >>> obs = observation_cost([20], [0.8], N=20)
+    >>> seq = ODESequence(system, dt=0.1, N=20, observations=obs)
+    >>> obj = Objective(seq, x0=[0.1], p=[1.5], wrt="p")
+    >>> J, grad = obj.value_and_grad(obj.z0)      # one forward, one adjoint sweep
+    >>> grad.shape
+    (1,)
+    >>> res = minimize(obj.value_and_grad, obj.z0, jac=True, method="L-BFGS-B")
+    >>> bool(res.fun < 1e-10), round(float(res.x[0]), 3)  # exact: ln(36)/2
+    (True, 1.792)
+    >>> obj.counts["adjoint"] > 0
+    True
     """
 
-    def __init__(self, seq: SequenceBase, x0=None, thetas=None, p=None, *, wrt="p",
-                 checkpoint=None):
+    def __init__(
+        self,
+        seq: SequenceBase,
+        x0=None,
+        thetas=None,
+        p=None,
+        *,
+        wrt="p",
+        checkpoint=None,
+    ):
         if not isinstance(seq, SequenceBase):
-            raise TypeError(f"`seq` must be a sequence object, got {type(seq).__name__}.")
+            raise TypeError(
+                f"`seq` must be a sequence object, got {type(seq).__name__}."
+            )
         if isinstance(wrt, str):
             wrt = (wrt,)
         wrt = tuple(wrt)
@@ -118,8 +152,9 @@ class Objective:
         return blocks["x0"], blocks["theta"], blocks["p"]
 
     def _checked(self, z):
-        z = _validate.real_array("z", z, (self.size,),
-                                 what=f"the objective has {self.size} unknowns")
+        z = _validate.real_array(
+            "z", z, (self.size,), what=f"the objective has {self.size} unknowns"
+        )
         return z
 
     # ---- sweeps ----
@@ -136,7 +171,21 @@ class Objective:
         return traj
 
     def fun(self, z) -> float:
-        """The cost ``J(z)``."""
+        """The cost ``J(z)`` (one forward sweep, reused if ``z`` repeats).
+
+        Parameters
+        ----------
+        z : array_like, shape (size,)
+
+        Returns
+        -------
+        float
+
+        Raises
+        ------
+        SweepError
+            If the forward sweep fails (a non-finite state names its step).
+        """
         if self.checkpoint is not None and not self.checkpoint.stores_all:
             z = self._checked(z)
             self.counts["forward"] += 1
@@ -147,9 +196,22 @@ class Objective:
         """``(J, dJ/dz)`` from one forward and one adjoint sweep (SciPy's
         ``jac=True`` convention).
 
-        ``checkpoint`` (a :class:`Checkpointing` or None) overrides the
-        objective's choice for this call; ``last_checkpoint_stats`` tells what
-        the call did.
+        Parameters
+        ----------
+        z : array_like, shape (size,)
+        checkpoint : Checkpointing or None, optional
+            Overrides the objective's choice for this call;
+            ``last_checkpoint_stats`` tells what the call did.
+
+        Returns
+        -------
+        J : float
+        grad : ndarray, shape (size,)
+
+        Raises
+        ------
+        SweepError
+            If a sweep fails.
         """
         if checkpoint is _OBJECTIVE_DEFAULT:
             checkpoint = self.checkpoint
@@ -172,6 +234,7 @@ class Objective:
         return traj.J, grad
 
     def grad(self, z) -> np.ndarray:
+        """``dJ/dz`` alone (see :meth:`value_and_grad`), shape (size,)."""
         return self.value_and_grad(z)[1]
 
     def hessp(self, z, v, *, method: str = "auto") -> np.ndarray:
@@ -189,7 +252,21 @@ class Objective:
         return hessian_vector_product(self, z, v, method=method)
 
     def vjp(self, z, xs_bar, cost_weight: float = 0.0) -> np.ndarray:
-        """``(d xs/dz)ᵀ xs_bar + cost_weight · dJ/dz``: one adjoint sweep."""
+        """``(d xs/dz)ᵀ xs_bar + cost_weight · dJ/dz``: one adjoint sweep.
+
+        Parameters
+        ----------
+        z : array_like, shape (size,)
+        xs_bar : ndarray or None
+            Cotangents of the states, shaped like the trajectory's ``xs``
+            (None for zeros).
+        cost_weight : float, optional
+            Weight of ``dJ/dz`` in the result (default 0).
+
+        Returns
+        -------
+        ndarray, shape (size,)
+        """
         traj = self.trajectory(z)
         return self._vjp(traj, xs_bar, cost_weight)
 
@@ -199,10 +276,29 @@ class Objective:
         return self.pack(grad_x0, grad_thetas, grad_p)
 
     def jvp(self, z, v):
-        """Tangent sweep in direction ``v``: returns ``(xs_tan, J_tan)``."""
+        """Tangent sweep in direction ``v``: returns ``(xs_tan, J_tan)``.
+
+        Parameters
+        ----------
+        z, v : array_like, shape (size,)
+            The point and the direction.
+
+        Returns
+        -------
+        xs_tan : ndarray
+            Tangents of every state, shaped like the trajectory's ``xs``.
+        J_tan : float
+            The directional derivative ``dJ/dz · v``.
+
+        Raises
+        ------
+        NotImplementedError
+            If the sequence has no tangent (JVP) kernels.
+        """
         traj = self.trajectory(z)
-        v = _validate.real_array("v", v, (self.size,),
-                                 what=f"the objective has {self.size} unknowns")
+        v = _validate.real_array(
+            "v", v, (self.size,), what=f"the objective has {self.size} unknowns"
+        )
         x0_tan, thetas_tan, p_tan = self._tangent_blocks(v)
         xs_tan, J_tan = self.seq._tangent_impl(traj, x0_tan, thetas_tan, p_tan)
         self.counts["tangent"] += 1
@@ -277,8 +373,11 @@ class Objective:
         z = np.asarray(z, dtype=np.complex128)
         x0, thetas, p = self.unpack(z)
         x0 = np.asarray(x0, dtype=np.complex128)
-        thetas = (np.asarray(thetas, dtype=np.complex128) if isinstance(thetas, np.ndarray)
-                  else [np.asarray(t, dtype=np.complex128) for t in thetas])
+        thetas = (
+            np.asarray(thetas, dtype=np.complex128)
+            if isinstance(thetas, np.ndarray)
+            else [np.asarray(t, dtype=np.complex128) for t in thetas]
+        )
         p = np.asarray(p, dtype=np.complex128)
         self.counts["forward"] += 1
         return self.seq._forward_complex_impl(x0, thetas, p)

@@ -61,7 +61,13 @@ class SequenceBase(ABC):
     4. ``_tangent_impl(traj, x0_tan, thetas_tan, p_tan) -> (xs_tan, J_tan)``:
        the Jacobian-vector product of the same map;
     5. optionally ``_forward_complex_impl(x0, thetas, p) -> (xs, J)`` running the
-       same arithmetic on ``complex128`` for the complex-step check.
+       same arithmetic on ``complex128`` for the complex-step check;
+    6. optionally, for checkpointed gradients (:mod:`adjoint._checkpoint`),
+       ``_forward_segment``, ``_adjoint_segment`` and ``_terminal_segment``:
+       the same sweeps over a range of steps ``[k_a, k_b)``;
+    7. optionally, for exact Hessian-vector products (:mod:`adjoint._hessian`),
+       ``_gradient_complex_impl(x0, thetas, p) -> (xs, J, grad_x0,
+       grad_thetas, grad_p)``: forward and adjoint sweeps on ``complex128``.
 
     The public methods validate inputs once and call these hooks.
     """
@@ -79,6 +85,8 @@ class SequenceBase(ABC):
         return [tuple(self.theta_shape[1:])] * self.N
 
     def theta_size(self) -> int:
+        if hasattr(self, "theta_shape"):  # one (N, m) block: skip the N shapes
+            return int(np.prod(self.theta_shape))
         return int(sum(int(np.prod(s)) for s in self.theta_shapes))
 
     def sizes(self) -> dict:
@@ -104,6 +112,72 @@ class SequenceBase(ABC):
         raise NotImplementedError(
             f"{type(self).__name__} has no complex-step forward sweep; use "
             "finite differences (`method='fd'`) to check its gradient."
+        )
+
+    def _gradient_complex_impl(self, x0, thetas, p):
+        """Forward and adjoint sweeps on ``complex128`` inputs.
+
+        Returns ``(xs, J, grad_x0, grad_thetas, grad_p)``, complex: the states,
+        the cost and its gradient from the same arithmetic as
+        ``_forward_impl`` and ``_adjoint_impl`` (cost weight 1).
+        With inputs ``z + i h v`` its imaginary part over ``h`` is the
+        Hessian-vector product ``H v`` (:meth:`adjoint.Objective.hessp`).
+        Raise ``NotImplementedError`` when the sequence (or one of its
+        kernels) cannot run on complex values; ``hessp`` then falls back to
+        central differences of the gradient.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no complex-step gradient sweep; use "
+            "`method='fd'` (central differences of the adjoint gradient)."
+        )
+
+    # ---- hooks for checkpointed sweeps (adjoint._checkpoint) ----
+    # A sequence kind that implements these three can be differentiated under
+    # any schedule of :class:`adjoint.Checkpointing`; the driver calls them on
+    # segments [k_a, k_b) of the steps and keeps the snapshots itself.
+
+    def _forward_segment(self, x_a, thetas, p, k_a, k_b, xs_out, J0=None):
+        """Run steps ``k_a … k_b-1`` from the state ``x_a = x_{k_a}``.
+
+        State ``x_{k_a + i}`` is written to ``xs_out[i % len(xs_out)]``:
+        ``xs_out`` with ``k_b - k_a + 1`` rows keeps every state of the segment;
+        with 2 rows only the last two are kept and ``x_{k_b}`` ends in row
+        ``(k_b - k_a) % 2``.  ``x_a`` may be ``xs_out[0]`` itself.  Each row has
+        the shape of ``x0``.
+
+        With ``J0`` a float, return ``J0 + Σ_{k_a ≤ k < k_b} g_k`` summed in
+        step order (so running the steps in consecutive segments gives the
+        cost of one sweep bit for bit); with ``J0=None`` skip the costs and
+        return None.  Raises :class:`adjoint.SweepError` as the full sweep does.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no segment sweeps, so it can only be "
+            "differentiated with every state stored; pass `checkpoint=None` (or "
+            "`Checkpointing('store_all')`)."
+        )
+
+    def _adjoint_segment(
+        self, xs, thetas, p, k_a, lam, grad_thetas, grad_p, cost_weight, x_end
+    ):
+        """Backward sweep over steps ``k_b-1`` down to ``k_a``.
+
+        ``xs`` holds the states ``x_{k_a} … x_{k_b-1}`` (``k_b = k_a +
+        len(xs)``) and ``x_end`` the state ``x_{k_b}``, for kinds whose step
+        VJP needs the step's output (implicit steps); others ignore it.
+        ``lam`` is ``λ_{k_b}`` on entry and is overwritten with
+        ``λ_{k_a}``; rows ``k_a … k_b-1`` of ``grad_thetas`` are overwritten with
+        ``dJ/dθ_k``; ``dJ/dp`` contributions are added to ``grad_p``.  The
+        running costs enter with weight ``cost_weight``.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no segment sweeps; pass `checkpoint=None`."
+        )
+
+    def _terminal_segment(self, x_N, p, cost_weight, lam_out, grad_p):
+        """Return ``Φ(x_N, p)``; overwrite ``lam_out`` with ``λ_N = w ∂Φ/∂x_N``
+        and add ``w ∂Φ/∂p`` to ``grad_p`` (``w = cost_weight``)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no segment sweeps; pass `checkpoint=None`."
         )
 
     @abstractmethod

@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def real_array(name: str, value, shape: tuple | None = None, *, what: str = "") -> np.ndarray:
+def real_array(
+    name: str, value, shape: tuple | None = None, *, what: str = ""
+) -> np.ndarray:
     """Return ``value`` as a finite C-contiguous float64 array of ``shape``.
 
     ``what`` explains where the expected shape comes from (for example
@@ -67,4 +69,24 @@ def choice(name: str, value, options) -> str:
             f"`{name}` must be one of {', '.join(repr(o) for o in options)}; "
             f"got {value!r}."
         )
+    return value
+
+
+def finite_float(name: str, value) -> float:
+    """Return ``value`` as a finite float."""
+    if isinstance(value, bool) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(f"`{name}` must be a real number, got {value!r}.")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"`{name}` must be finite, got {value}.")
+    return value
+
+
+def positive_float(name: str, value) -> float:
+    """Return ``value`` as a finite float greater than zero."""
+    value = finite_float(name, value)
+    if value <= 0.0:
+        raise ValueError(f"`{name}` must be positive, got {value}.")
     return value

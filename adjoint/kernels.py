@@ -23,7 +23,14 @@ import logging
 
 from numba import cfunc, njit
 
-from ._kernel_types import ARGUMENTS, SIGNATURES, STATUS_NONFINITE, STATUS_OK
+from ._kernel_types import (
+    ARGUMENTS,
+    ARRAY_TYPES,
+    COMPLEX_SIGNATURES,
+    SIGNATURES,
+    STATUS_NONFINITE,
+    STATUS_OK,
+)
 
 __all__ = [
     "Kernel",
@@ -34,6 +41,10 @@ __all__ = [
     "running_cost_vjp",
     "terminal_cost",
     "terminal_cost_vjp",
+    "rhs",
+    "rhs_vjp",
+    "rhs_jvp",
+    "rhs_jac_x",
     "SIGNATURES",
     "STATUS_OK",
     "STATUS_NONFINITE",
@@ -51,13 +62,36 @@ class Kernel:
         The kernel as a plain Python function.
     kind : str
         One of ``'step'``, ``'step_vjp'``, ``'step_jvp'``, ``'running_cost'``,
-        ``'running_cost_vjp'``, ``'terminal_cost'``, ``'terminal_cost_vjp'``.
+        ``'running_cost_vjp'``, ``'terminal_cost'``, ``'terminal_cost_vjp'``,
+        or, for the right-hand side of an ODE system, ``'rhs'``,
+        ``'rhs_vjp'``, ``'rhs_jvp'``, ``'rhs_jac_x'``, ``'rhs_complex'``.
 
     Raises
     ------
+    ValueError
+        If ``kind`` is not one of those.
     TypeError
         If the function does not compile for the kind's float64 signature; the
         message names the kernel and the expected arguments.
+
+    Examples
+    --------
+    The decorators of this module make kernels; calling one runs its generic
+    (float64 or complex128) version:
+
+    >>> import numpy as np
+    >>> from adjoint import kernels
+    >>> @kernels.step
+    ... def halve(k, x, theta, p, consts, out):
+    ...     out[0] = 0.5 * x[0]
+    ...     return 0
+    >>> halve
+    <step kernel halve(k, x, theta, p, consts, out)>
+    >>> out = np.zeros(1)
+    >>> halve(0, np.array([3.0]), np.zeros(0), np.zeros(0), np.zeros(0), out)
+    0
+    >>> out
+    array([1.5])
     """
 
     def __init__(self, py_func, kind: str):
@@ -72,10 +106,44 @@ class Kernel:
         self.name = getattr(py_func, "__name__", repr(py_func))
         self.cfunc = _compile_cfunc(py_func, kind, self.name)
         self._jit = None
+        self._cfunc_complex = None
 
     @property
     def address(self) -> int:
+        """Address of the float64 ``cfunc`` (what the compiled sweeps call)."""
         return self.cfunc.address
+
+    @property
+    def cfunc_complex(self):
+        """The kernel as a ``cfunc`` on complex128 arrays, compiled on first use.
+
+        Signatures in :data:`adjoint._kernel_types.COMPLEX_SIGNATURES`: states,
+        parameters and cotangents complex, ``consts``, ``data``, time and cost
+        weights float64.  The compiled sweeps run on it for the complex-step
+        Hessian-vector products of :meth:`adjoint.Objective.hessp`.  Raises
+        ``NotImplementedError`` when the kernel does not compile on complex
+        input (``math.*`` functions, ``abs``, comparisons of perturbed values:
+        it is not complex-safe).
+        """
+        if self._cfunc_complex is None:
+            if self.kind not in COMPLEX_SIGNATURES:
+                raise NotImplementedError(
+                    f"A {self.kind} kernel has no complex128 form; only "
+                    f"{', '.join(sorted(COMPLEX_SIGNATURES))} kernels do."
+                )
+            try:
+                self._cfunc_complex = _compile_cfunc(
+                    self.py_func, self.kind, self.name, COMPLEX_SIGNATURES
+                )
+            except TypeError as err:
+                raise NotImplementedError(
+                    f"The {self.kind} kernel `{self.name}` is not complex-safe "
+                    f"(it does not compile on complex128 arrays), so complex-step "
+                    f"Hessian-vector products are unavailable; use "
+                    f"`method='fd'` (central differences of the adjoint gradient). "
+                    f"{err}"
+                ) from err
+        return self._cfunc_complex
 
     @property
     def jit(self):
@@ -94,8 +162,8 @@ class Kernel:
         return f"<{self.kind} kernel {self.name}{ARGUMENTS[self.kind]}>"
 
 
-def _compile_cfunc(py_func, kind, name):
-    sig = SIGNATURES[kind]
+def _compile_cfunc(py_func, kind, name, signatures=SIGNATURES):
+    sig = signatures[kind]
     try:
         try:
             return cfunc(sig, cache=True)(py_func)
@@ -107,13 +175,30 @@ def _compile_cfunc(py_func, kind, name):
             logger.info("kernel %s compiled without disk cache: %s", name, err)
             return cfunc(sig)(py_func)
     except Exception as err:  # numba.TypingError and friends
-        first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+        first = _compile_reason(err)
         ret = "a float" if "cost" in kind and "vjp" not in kind else "an integer status"
         raise TypeError(
             f"The {kind} kernel `{name}` does not compile as {kind}"
-            f"{ARGUMENTS[kind]} with float64 1-D arrays, returning {ret}: "
+            f"{ARGUMENTS[kind]} with {ARRAY_TYPES.get(kind, 'float64 1-D arrays')}, "
+            f"returning {ret}: "
             f"{first}"
         ) from err
+
+
+def _compile_reason(err):
+    """The line of a Numba error that says what is wrong, and where.
+
+    A typing error opens with "Failed in nopython mode pipeline (step: ...)",
+    which names Numba's pass, not the problem; the next line does.
+    """
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return repr(err)
+    reason = next(
+        (line for line in lines if not line.startswith("Failed in ")), lines[0]
+    )
+    where = next((line for line in lines if line.startswith("File ")), None)
+    return f"{reason} ({where.rstrip(':')})" if where else reason
 
 
 def _decorator(kind):
@@ -132,6 +217,10 @@ running_cost = _decorator("running_cost")
 running_cost_vjp = _decorator("running_cost_vjp")
 terminal_cost = _decorator("terminal_cost")
 terminal_cost_vjp = _decorator("terminal_cost_vjp")
+rhs = _decorator("rhs")
+rhs_vjp = _decorator("rhs_vjp")
+rhs_jvp = _decorator("rhs_jvp")
+rhs_jac_x = _decorator("rhs_jac_x")
 
 
 def as_kernel(obj, kind):

@@ -173,7 +173,7 @@ def bench_ratios(repeat):
     K = (l96.step.cfunc, l96.running_cost.cfunc, l96.terminal_cost.cfunc)
     V = (l96.step_vjp.cfunc, l96.running_cost_vjp.cfunc, l96.terminal_cost_vjp.cfunc)
     consts, xs_e, info = l96.consts, np.empty((N + 1, n)), np.zeros(2, np.intp)
-    xs_bar, lams = np.zeros((N + 1, n)), np.empty((N + 1, n))
+    xs_bar, lams = np.empty((0, n)), np.empty((1, n))  # as Sequence passes them
     g_th, g_p = np.empty((N, 0)), np.empty(1)
 
     def kernels_value():

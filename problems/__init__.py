@@ -31,6 +31,14 @@ _REGISTRY: dict[str, str] = {
     "lotka-volterra": "problems.lotka_volterra",
     "sir-influenza": "problems.sir_influenza",
     "lqr": "problems.lqr",
+    "digits": "problems.digits",
+    "deep-gradients": "problems.deep_gradients",
+    "double-integrator": "problems.double_integrator",
+    "goddard": "problems.goddard",
+    "catalyst-mixing": "problems.catalyst_mixing",
+    "pendulum-swingup": "problems.pendulum_swingup",
+    "heat-inverse": "problems.heat_inverse",
+    "lorenz96-4dvar": "problems.lorenz96_4dvar",
 }
 
 

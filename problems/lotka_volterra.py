@@ -71,10 +71,18 @@ def rhs_vjp(t, x, p, u, f_bar, x_bar, p_bar, u_bar):
 
 
 def rhs_jvp(t, x, p, u, x_tan, p_tan, u_tan, out):
-    out[0] = ((p[0] - p[1] * x[1]) * x_tan[0] - p[1] * x[0] * x_tan[1]
-              + p_tan[0] * x[0] - p_tan[1] * x[0] * x[1])
-    out[1] = (p[3] * x[1] * x_tan[0] + (p[3] * x[0] - p[2]) * x_tan[1]
-              + p_tan[3] * x[0] * x[1] - p_tan[2] * x[1])
+    out[0] = (
+        (p[0] - p[1] * x[1]) * x_tan[0]
+        - p[1] * x[0] * x_tan[1]
+        + p_tan[0] * x[0]
+        - p_tan[1] * x[0] * x[1]
+    )
+    out[1] = (
+        p[3] * x[1] * x_tan[0]
+        + (p[3] * x[0] - p[2]) * x_tan[1]
+        + p_tan[3] * x[0] * x[1]
+        - p_tan[2] * x[1]
+    )
     return 0
 
 
@@ -98,28 +106,46 @@ def build(data=None) -> _fitting.FitProblem:
     """The fitting problem on the bundled data, or on the CSV file ``data``
     with the same columns (year, hare, lynx)."""
     if data is None:
-        with resources.as_file(resources.files(__package__) / "data" / DATA_FILE) as path:
-            table = load_csv_table(path, COLUMNS, time_column=TIME_COLUMN,
-                                   positive_columns=COLUMNS)
+        with resources.as_file(
+            resources.files(__package__) / "data" / DATA_FILE
+        ) as path:
+            table = load_csv_table(
+                path, COLUMNS, time_column=TIME_COLUMN, positive_columns=COLUMNS
+            )
     else:
-        table = load_csv_table(data, COLUMNS, time_column=TIME_COLUMN,
-                               positive_columns=COLUMNS)
+        table = load_csv_table(
+            data, COLUMNS, time_column=TIME_COLUMN, positive_columns=COLUMNS
+        )
     years = table[TIME_COLUMN]
     y = np.column_stack([table[c] for c in COLUMNS])
     t = years - years[0]
     estimation = ParameterEstimation(
-        system(), t, y, x0=y[0], p=INITIAL_RATES, fit_p=True, fit_x0=True,
-        log_params=True, scale="log", steps_per_interval=STEPS_PER_YEAR,
-        p_names=PARAMETER_NAMES, x_names=STATE_NAMES,
+        system(),
+        t,
+        y,
+        x0=y[0],
+        p=INITIAL_RATES,
+        fit_p=True,
+        fit_x0=True,
+        log_params=True,
+        scale="log",
+        steps_per_interval=STEPS_PER_YEAR,
+        p_names=PARAMETER_NAMES,
+        x_names=STATE_NAMES,
     )
-    return _fitting.FitProblem("lotka-volterra", estimation, years, y, COLUMNS,
-                               header=table.get("__header__", []))
+    return _fitting.FitProblem(
+        "lotka-volterra",
+        estimation,
+        years,
+        y,
+        COLUMNS,
+        header=table.get("__header__", []),
+    )
 
 
 def initial_guess(problem) -> np.ndarray:
     """Log values of the starting guess: first observations and INITIAL_RATES."""
-    return problem.estimation.z_from_values(
-        problem.estimation.x0, problem.estimation.p)
+    return problem.estimation.z_from_values(problem.estimation.x0, problem.estimation.p)
 
 
 solve = _fitting.solve
@@ -133,7 +159,14 @@ def plot(problem, result):
 
     ts, xs = _fitting.fitted_trajectory(problem, result)
     year0 = problem.t_obs[0]
-    return plot_fit(ts + year0, xs, problem.t_obs, problem.y_obs,
-                    ["hare", "lynx"], phase=True, xlabel="year",
-                    ylabel="pelts (thousands)",
-                    title="Lotka–Volterra fit to Hudson's Bay Company pelts")
+    return plot_fit(
+        ts + year0,
+        xs,
+        problem.t_obs,
+        problem.y_obs,
+        ["hare", "lynx"],
+        phase=True,
+        xlabel="year",
+        ylabel="pelts (thousands)",
+        title="Lotka–Volterra fit to Hudson's Bay Company pelts",
+    )

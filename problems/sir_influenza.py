@@ -36,7 +36,9 @@ from adjoint._data import load_csv_table
 
 from . import _fitting
 
-DESCRIPTION = "SIR model fitted to the 1978 boarding-school influenza outbreak (N = 763)"
+DESCRIPTION = (
+    "SIR model fitted to the 1978 boarding-school influenza outbreak (N = 763)"
+)
 DATA_FILE = "influenza_england_1978_school.csv"
 COLUMNS = ["in_bed"]
 TIME_COLUMN = "day"
@@ -66,7 +68,9 @@ def build(data=None, *, fit_initial_infected: bool = False) -> _fitting.FitProbl
     """The fitting problem on the bundled data, or on the CSV file ``data``
     with the columns ``day`` and ``in_bed``."""
     if data is None:
-        with resources.as_file(resources.files(__package__) / "data" / DATA_FILE) as path:
+        with resources.as_file(
+            resources.files(__package__) / "data" / DATA_FILE
+        ) as path:
             table = load_csv_table(path, COLUMNS, time_column=TIME_COLUMN)
     else:
         table = load_csv_table(data, COLUMNS, time_column=TIME_COLUMN)
@@ -79,13 +83,24 @@ def build(data=None, *, fit_initial_infected: bool = False) -> _fitting.FitProbl
         raise DataError(f"in_bed is negative ({y[row, 0]}) on day {day[row]:g}.")
     x0 = [POPULATION - INITIAL_INFECTED, INITIAL_INFECTED, 0.0]
     estimation = ParameterEstimation(
-        system(), day, y, x0=x0, p=INITIAL_RATES, observed=[1], fit_p=True,
-        fit_x0=[1] if fit_initial_infected else False, log_params=True,
-        scale="raw", t0=day[0] - 1.0, steps_per_interval=STEPS_PER_DAY,
-        p_names=PARAMETER_NAMES, x_names=STATE_NAMES,
+        system(),
+        day,
+        y,
+        x0=x0,
+        p=INITIAL_RATES,
+        observed=[1],
+        fit_p=True,
+        fit_x0=[1] if fit_initial_infected else False,
+        log_params=True,
+        scale="raw",
+        t0=day[0] - 1.0,
+        steps_per_interval=STEPS_PER_DAY,
+        p_names=PARAMETER_NAMES,
+        x_names=STATE_NAMES,
     )
-    return _fitting.FitProblem("sir-influenza", estimation, day, y, COLUMNS,
-                               header=table.get("__header__", []))
+    return _fitting.FitProblem(
+        "sir-influenza", estimation, day, y, COLUMNS, header=table.get("__header__", [])
+    )
 
 
 def initial_guess(problem) -> np.ndarray:
@@ -97,8 +112,9 @@ def solve(problem, method=None, progress=None):
     """Fit β and γ (and I0), and add ``R0 = β/γ`` with its standard error."""
     result = _fitting.solve(problem, method, progress)
     names = result.names
-    r0, r0_se = _fitting.delta_method_ratio(result, names.index("beta"),
-                                            names.index("gamma"))
+    r0, r0_se = _fitting.delta_method_ratio(
+        result, names.index("beta"), names.index("gamma")
+    )
     result["derived"] = [("R0", r0, r0_se)]
     return result
 
@@ -113,6 +129,14 @@ def plot(problem, result):
 
     ts, xs = _fitting.fitted_trajectory(problem, result)
     r0 = dict((n, v) for n, v, _ in result.table).get("R0", float("nan"))
-    return plot_fit(ts, xs, problem.t_obs, problem.y_obs, ["in bed (I)"],
-                    observed=[1], xlabel="day (1 = 22 Jan 1978)",
-                    ylabel="boys", title=f"SIR fit, R0 = {r0:.2f}")
+    return plot_fit(
+        ts,
+        xs,
+        problem.t_obs,
+        problem.y_obs,
+        ["in bed (I)"],
+        observed=[1],
+        xlabel="day (1 = 22 Jan 1978)",
+        ylabel="boys",
+        title=f"SIR fit, R0 = {r0:.2f}",
+    )

@@ -28,8 +28,14 @@ def _run(*args, cwd):
     env = dict(os.environ, MPLBACKEND="Agg")
     root = str(Path(adjoint.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "adjoint.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "adjoint.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 @pytest.mark.parametrize("case", sorted(BAD_TABLES))
@@ -37,8 +43,15 @@ def test_bad_data_file_gives_one_line_and_status_2(case, tmp_path):
     text, phrase = BAD_TABLES[case]
     path = tmp_path / "pelts.csv"
     path.write_text(text)
-    proc = _run("solve", "lotka-volterra", "--data", str(path), "--out",
-                str(tmp_path / "out"), cwd=tmp_path)
+    proc = _run(
+        "solve",
+        "lotka-volterra",
+        "--data",
+        str(path),
+        "--out",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert "Traceback" not in proc.stderr
@@ -59,8 +72,15 @@ def test_solve_lotka_volterra_writes_figure_and_json(tmp_path):
 def test_solve_on_users_own_good_file(tmp_path):
     path = tmp_path / "pelts.csv"
     path.write_text(GOOD)
-    proc = _run("solve", "lotka-volterra", "--data", str(path), "--out",
-                str(tmp_path), cwd=tmp_path)
+    proc = _run(
+        "solve",
+        "lotka-volterra",
+        "--data",
+        str(path),
+        "--out",
+        str(tmp_path),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "lotka-volterra.json").exists()
 

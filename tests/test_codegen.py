@@ -16,8 +16,9 @@ def test_power_in_a_denominator_is_parenthesised():
     system = ODESystem.from_sympy([r * x * (1 - x / K)], [x], [r, K])
     xv, rv, Kv = 0.5, 1.0, 1.5
     _, p_bar, _ = system.vjp(0.0, [xv], [rv, Kv], None, [1.0])
-    np.testing.assert_allclose(p_bar, [xv * (1 - xv / Kv), rv * xv**2 / Kv**2],
-                               rtol=RTOL)
+    np.testing.assert_allclose(
+        p_bar, [xv * (1 - xv / Kv), rv * xv**2 / Kv**2], rtol=RTOL
+    )
 
 
 def test_negative_and_cubed_powers():

@@ -29,8 +29,9 @@ def _data(t, rng=None, noise=0.0):
 
 def test_recovers_known_parameters_from_exact_data(logistic):
     t = np.arange(10.0)
-    est = ParameterEstimation(logistic, t, _data(t), x0=[1.0], p=[0.5, 30.0],
-                              steps_per_interval=40)
+    est = ParameterEstimation(
+        logistic, t, _data(t), x0=[1.0], p=[0.5, 30.0], steps_per_interval=40
+    )
     fit = est.fit()
     np.testing.assert_allclose(fit.x, [TRUE_RATE, TRUE_CAPACITY], rtol=1e-6)
 
@@ -38,8 +39,15 @@ def test_recovers_known_parameters_from_exact_data(logistic):
 def test_fitted_noise_scale_matches_the_noise(logistic, rng):
     t = np.linspace(0, 12, 200)
     noise = 0.05
-    est = ParameterEstimation(logistic, t, _data(t, rng, noise), x0=[1.0],
-                              p=[0.5, 30.0], scale="log", fit_noise=True)
+    est = ParameterEstimation(
+        logistic,
+        t,
+        _data(t, rng, noise),
+        x0=[1.0],
+        p=[0.5, 30.0],
+        scale="log",
+        fit_noise=True,
+    )
     fit = est.fit()
     sigma = fit.x[-1]
     assert abs(sigma - noise) < 4 * noise / np.sqrt(2 * t.size)
@@ -51,12 +59,20 @@ def test_fitted_noise_scale_matches_the_noise(logistic, rng):
 
 @pytest.mark.parametrize("fit_noise", [False, True])
 @pytest.mark.parametrize("scale", ["raw", "log"])
-def test_gradient_in_z_matches_finite_differences_and_taylor(logistic, rng, scale,
-                                                             fit_noise):
+def test_gradient_in_z_matches_finite_differences_and_taylor(
+    logistic, rng, scale, fit_noise
+):
     t = np.linspace(0, 8, 9)
-    est = ParameterEstimation(logistic, t, _data(t, rng, 0.1), x0=[2.0],
-                              p=[0.7, 40.0], fit_x0=True, scale=scale,
-                              fit_noise=fit_noise)
+    est = ParameterEstimation(
+        logistic,
+        t,
+        _data(t, rng, 0.1),
+        x0=[2.0],
+        p=[0.7, 40.0],
+        fit_x0=True,
+        scale=scale,
+        fit_noise=fit_noise,
+    )
     z = est.z_from_values(est.x0, est.p) + 0.05
     _, ref, adj = finite_difference_gradient(est, z)
     assert relative_error(adj, ref) < FD_RTOL
@@ -66,8 +82,9 @@ def test_gradient_in_z_matches_finite_differences_and_taylor(logistic, rng, scal
 def test_off_grid_observations_warn_and_use_nearest_step(logistic):
     t = np.array([0.0, 1.0, 2.03, 3.0])
     with pytest.warns(UserWarning, match="nearest grid step"):
-        est = ParameterEstimation(logistic, t, _data(t), x0=[1.0], p=[0.9, 50.0],
-                                  dt=0.1)
+        est = ParameterEstimation(
+            logistic, t, _data(t), x0=[1.0], p=[0.9, 50.0], dt=0.1
+        )
     np.testing.assert_array_equal(est.obs_steps, [0, 10, 20, 30])
 
 
@@ -96,8 +113,12 @@ def test_weights_scale_the_cost(logistic):
     ],
 )
 def test_bad_input_is_named(logistic, kwargs, exception, phrase):
-    args = {"t_obs": [0.0, 1.0, 2.0], "y_obs": [1.0, 2.0, 3.0], "x0": [1.0],
-            "p": [0.5, 30.0]}
+    args = {
+        "t_obs": [0.0, 1.0, 2.0],
+        "y_obs": [1.0, 2.0, 3.0],
+        "x0": [1.0],
+        "p": [0.5, 30.0],
+    }
     args.update(kwargs)
     with pytest.raises(exception, match=phrase):
         ParameterEstimation(logistic, args.pop("t_obs"), args.pop("y_obs"), **args)

@@ -24,8 +24,16 @@ def _scipy_fit(t, y):
 
     def residuals(z):
         p, x0 = np.exp(z[:4]), np.exp(z[4:])
-        sol = solve_ivp(f, (t[0], t[-1]), x0, t_eval=t, args=(p,), method="DOP853",
-                        rtol=1e-12, atol=1e-12)
+        sol = solve_ivp(
+            f,
+            (t[0], t[-1]),
+            x0,
+            t_eval=t,
+            args=(p,),
+            method="DOP853",
+            rtol=1e-12,
+            atol=1e-12,
+        )
         return (np.log(sol.y.T) - np.log(y)).ravel()
 
     z0 = np.log([*lv.INITIAL_RATES, *y[0]])
@@ -44,8 +52,10 @@ def test_fit_matches_independent_scipy_fit(fitted):
     t = problem.t_obs - problem.t_obs[0]
     reference = _scipy_fit(t, problem.y_obs)
     values = dict(zip(result.names, result.x))
-    ours = np.array([values[n] for n in lv.PARAMETER_NAMES]
-                    + [values["hare(t0)"], values["lynx(t0)"]])
+    ours = np.array(
+        [values[n] for n in lv.PARAMETER_NAMES]
+        + [values["hare(t0)"], values["lynx(t0)"]]
+    )
     assert result.success
     assert relative_error(ours, reference) < INDEPENDENT_RTOL
     np.testing.assert_allclose(ours, reference, rtol=INDEPENDENT_RTOL)
@@ -103,7 +113,13 @@ def test_figure_has_data_fit_and_phase_panels(fitted):
 def test_json_has_required_fields(fitted):
     _, result = fitted
     out = result.to_json()
-    for key in ("values", "errors", "cost", "iterations", "gradient_evaluations",
-                "wall_time_s"):
+    for key in (
+        "values",
+        "errors",
+        "cost",
+        "iterations",
+        "gradient_evaluations",
+        "wall_time_s",
+    ):
         assert key in out
     assert set(out["values"]) == set(result.names)

@@ -21,8 +21,16 @@ def _scipy_fit(day, in_bed, fit_i0):
         p = np.exp(z[:2])
         i0 = np.exp(z[2]) if fit_i0 else sir.INITIAL_INFECTED
         x0 = [N - sir.INITIAL_INFECTED, i0, 0.0]
-        sol = solve_ivp(f, (day[0] - 1, day[-1]), x0, t_eval=day, args=(p,),
-                        method="DOP853", rtol=1e-12, atol=1e-10)
+        sol = solve_ivp(
+            f,
+            (day[0] - 1, day[-1]),
+            x0,
+            t_eval=day,
+            args=(p,),
+            method="DOP853",
+            rtol=1e-12,
+            atol=1e-10,
+        )
         return sol.y[1] - in_bed
 
     z0 = np.log([*sir.INITIAL_RATES, 1.0][: 3 if fit_i0 else 2])
