@@ -68,3 +68,26 @@ def plot_solution(problem, result, *, title: str, references=None):
 def check_at_guess(problem, w):
     """Gradient checks of cost and constraints at ``w`` (a report with ``str``)."""
     return adjoint.check_control_problem(problem, np.asarray(w, dtype=np.float64))
+
+
+def compare(problem, name: str, x0, methods=None, *, out="results", **options):
+    """Solve a control problem without constraints beyond its box bounds under
+    several optimisers and gradient sources (:func:`adjoint.compare`).
+
+    The box bounds go to the methods that take them; methods that do not
+    (BFGS, CG, Newton-CG, ...) run unbounded, which the table shows as a
+    different final cost where a bound is active.  With ``out`` a directory,
+    writes ``NAME-compare.md``, ``.csv`` and ``.png`` there.
+    """
+    from pathlib import Path
+
+    options.setdefault("tol", 1e-10)
+    options.setdefault("name", name)
+    if problem.has_bounds:
+        options.setdefault("bounds", problem.bounds())
+    comparison = adjoint.compare(
+        problem, np.asarray(x0, dtype=np.float64), methods=methods, **options
+    )
+    if out is not None:
+        comparison.write(Path(out) / f"{name}-compare")
+    return comparison

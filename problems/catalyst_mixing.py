@@ -115,3 +115,14 @@ def check(problem):
     """Gradient checks at a varied control inside the bounds."""
     t = problem.control_times()
     return check_at_guess(problem, problem.pack(0.5 + 0.3 * np.cos(5 * t)))
+
+
+def compare(problem, methods=None, *, out="results", **options):
+    """Optimisers and gradient sources on catalyst mixing from the initial
+    guess, with the control bounds [0, 1] where a method takes bounds (see
+    :func:`adjoint.compare`); writes ``catalyst-mixing-compare.*`` to ``out``."""
+    from ._control_common import compare as compare_control
+
+    return compare_control(
+        problem, "catalyst-mixing", initial_guess(problem), methods, out=out, **options
+    )

@@ -332,3 +332,13 @@ def check(problem):
     """Gradient checks (complex step, Taylor, dot product) at a random control."""
     rng = np.random.default_rng(7)
     return adjoint.check_control_problem(problem, rng.standard_normal(problem.size))
+
+
+def compare(problem, methods=None, *, out="results", **options):
+    """Optimisers and gradient sources on the LQR from a zero control
+    (see :func:`adjoint.compare`); writes ``lqr-compare.*`` to ``out``."""
+    from ._control_common import compare as compare_control
+
+    return compare_control(
+        problem, "lqr", initial_guess(problem), methods, out=out, **options
+    )
