@@ -323,6 +323,7 @@ def load(prefix: str, key: str, make_body, directory: Path | None = None):
         fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
         with os.fdopen(fd, "w") as stream:
             stream.write(header + body + "\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; others may share the cache
         os.replace(tmp, path)
         logger.info("generated kernels written to %s", path)
     else:

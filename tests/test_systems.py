@@ -251,6 +251,24 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     assert cache_dir() == tmp_path
 
 
+def rhs_powers(t, x, p, u, out):
+    out[0] = p[0] * x[0] * (1.0 - x[0] / (p[1] * p[1])) - x[1] ** 3 / x[0] ** 2
+    out[1] = x[0] / (1.0 + x[1] * x[1]) - p[0] / x[1] ** 3
+    return 0
+
+
+def test_sympy_prints_powers_in_quotients_correctly(rng):
+    # Regression: x/K**2 was once printed as x/K*K.
+    x1, x2, r, K = sp.symbols("x1 x2 r K")
+    f = [r * x1 * (1 - x1 / K**2) - x2**3 / x1**2, x1 / (1 + x2**2) - r / x2**3]
+    symbolic = ODESystem.from_sympy(f, [x1, x2], [r, K])
+    reference = ODESystem.from_rhs(rhs_powers, n=2, n_p=2)
+    x, p = rng.uniform(0.5, 1.5, 2), rng.uniform(0.5, 1.5, 2)
+    assert relative_error(symbolic.f(0.0, x, p), reference.f(0.0, x, p)) < 1e-14
+    for got, want in zip(symbolic.jacobians(0.0, x, p), reference.jacobians(0.0, x, p)):
+        assert relative_error(got, want) < THREE_WAYS_RTOL
+
+
 def test_sympy_wrong_count_raises():
     x, y, a = sp.symbols("x y a")
     with pytest.raises(ValueError, match="one expression per state"):

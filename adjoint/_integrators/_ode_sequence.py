@@ -121,7 +121,10 @@ class ODESequence(SequenceBase):
     small systems, or sparse LU, see ``linear_solver``); the backward sweep
     rebuilds ``I - θ dt ∂f/∂x`` at the converged state and does one
     transposed solve per step, plus one or two VJPs.  A :class:`SweepError`
-    names the step where Newton failed and its residual.
+    names the step where Newton failed and its residual.  On stiff problems
+    prefer ``'backward_euler'``: implicit midpoint and Crank–Nicolson are not
+    L-stable, so fast modes (and gradients with respect to them, such as a
+    stiff component of ``x0``) oscillate instead of decaying.
 
     Examples
     --------
