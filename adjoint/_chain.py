@@ -62,6 +62,19 @@ class Chain(SequenceBase):
         Batch size of a chain without targets (needed only to build an
         :class:`~adjoint.Objective` on such a chain).
 
+    Raises
+    ------
+    ValueError
+        If ``layers`` is empty; a layer cannot take the previous layer's
+        output; ``input_shape`` is missing and the first layer is not
+        :class:`~adjoint.Dense`; the loss does not fit the output shape;
+        ``weight_decay`` is negative or not finite; or ``targets`` do not fit
+        the loss (or are given with ``loss=None``).
+    TypeError
+        If an entry of ``layers`` is not a :class:`~adjoint.Layer`, ``loss``
+        is neither a name, a Loss nor None, or ``targets`` or ``batch_size``
+        have the wrong type.
+
     Examples
     --------
     >>> import numpy as np
@@ -74,6 +87,16 @@ class Chain(SequenceBase):
     >>> J, grad = obj.value_and_grad(obj.z0)
     >>> grad.shape
     (67,)
+    >>> net.theta_shapes, net.layer_names()
+    ([(40,), (0,), (27,)], ['Dense(4 → 8)', 'Tanh()', 'Dense(8 → 3)'])
+    >>> net.batch_size, net.with_targets(y).x0_shape
+    (None, (5, 4))
+    >>> net.predict(np.zeros((7, 4)), init_params(net)).shape
+    (7, 3)
+    >>> Chain([Dense(4, 8), Dense(4, 3)])
+    Traceback (most recent call last):
+        ...
+    ValueError: Layer 1 (Dense(4 → 3)) takes inputs of shape (B, 4), but layer 0 ...
 
     Notes
     -----
@@ -157,7 +180,27 @@ class Chain(SequenceBase):
         self._batch_size = int(self.targets.shape[0])
 
     def with_targets(self, targets) -> Chain:
-        """A copy of the chain (sharing its layers) with other targets."""
+        """A copy of the chain (sharing its layers) with other targets.
+
+        Parameters
+        ----------
+        targets : array_like
+            Labels (B,) for cross-entropy or outputs (B, ...) for MSE; they
+            fix the copy's batch size.
+
+        Returns
+        -------
+        Chain
+            The copy; the chain itself is unchanged.
+
+        Raises
+        ------
+        ValueError
+            If the chain has no loss, or ``targets`` are empty or do not fit
+            the loss and output shape.
+        TypeError
+            If ``targets`` are not of a type the loss takes.
+        """
         new = copy.copy(self)
         new._set_targets(targets)
         return new
@@ -171,10 +214,30 @@ class Chain(SequenceBase):
 
     @property
     def batch_size(self) -> int | None:
+        """Number of samples ``B`` a sweep takes, or None if not fixed.
+
+        Fixed by the targets, or by ``batch_size=`` for a chain without a
+        loss.
+
+        Returns
+        -------
+        int or None
+        """
         return self._batch_size
 
     @property
     def x0_shape(self) -> tuple:
+        """Shape ``(B, *input_shape)`` of the input batch ``x_0``.
+
+        Returns
+        -------
+        tuple of int
+
+        Raises
+        ------
+        ValueError
+            If the batch size is not fixed (no targets and no ``batch_size``).
+        """
         if self._batch_size is None:
             raise ValueError(
                 "The chain has no fixed batch size; bind targets with "
@@ -185,14 +248,48 @@ class Chain(SequenceBase):
 
     @property
     def theta_shapes(self) -> list[tuple]:
+        """Shape ``(n_params,)`` of each layer's parameter vector ``θ_k``.
+
+        Returns
+        -------
+        list of tuple
+            One per layer; ``(0,)`` for layers without parameters.
+        """
         return [(layer.n_params,) for layer in self.layers]
 
     def flatten(self, thetas) -> np.ndarray:
-        """One flat vector from the per-layer parameter vectors."""
+        """One flat vector from the per-layer parameter vectors.
+
+        Parameters
+        ----------
+        thetas : sequence of ndarray
+            One vector per layer, shapes :attr:`theta_shapes`.
+
+        Returns
+        -------
+        ndarray, shape (theta_size(),)
+            The vectors concatenated in layer order.
+        """
         return self._theta_to_flat(list(thetas))
 
     def unflatten(self, z) -> list[np.ndarray]:
-        """Per-layer parameter vectors (views into ``z``)."""
+        """Per-layer parameter vectors, views into ``z``; inverse of :meth:`flatten`.
+
+        Parameters
+        ----------
+        z : array_like, shape (theta_size(),)
+            All parameters, in layer order.
+
+        Returns
+        -------
+        list of ndarray
+            One vector per layer, shapes :attr:`theta_shapes`.
+
+        Raises
+        ------
+        ValueError
+            If ``z`` does not hold exactly the chain's number of parameters.
+        """
         z = np.asarray(z)
         if z.shape != (self.theta_size(),):
             raise ValueError(
@@ -387,8 +484,32 @@ class Chain(SequenceBase):
     # ---- evaluation ----
 
     def predict(self, X, thetas, *, batch_size: int = 4096) -> np.ndarray:
-        """The network output (B, ...) for inputs ``X``, in batches of
-        ``batch_size`` samples to bound memory."""
+        """The network output for inputs ``X``, in batches to bound memory.
+
+        Runs the layers' forward rules only (no loss, no caches kept), so
+        the chain needs no targets.
+
+        Parameters
+        ----------
+        X : array_like, shape (n, *input_shape)
+            Inputs, one sample per row.
+        thetas : list of ndarray or ndarray
+            Parameters, per layer or flat.
+        batch_size : int, optional
+            Samples per forward pass (default 4096).
+
+        Returns
+        -------
+        ndarray, shape (n, *output_shape)
+
+        Raises
+        ------
+        ValueError
+            If ``X`` or ``thetas`` do not fit the chain's shapes or are not
+            finite.
+        TypeError
+            If they cannot be read as real arrays.
+        """
         X = self._validate_x("X", X)
         thetas = self._validate_thetas(thetas)
         outs = []
@@ -402,4 +523,13 @@ class Chain(SequenceBase):
         return np.concatenate(outs)
 
     def layer_names(self) -> list[str]:
+        """A short description of each layer, such as ``'Dense(4 → 8)'``.
+
+        :func:`~adjoint.save_params` stores them beside the parameters.
+
+        Returns
+        -------
+        list of str
+            ``repr`` of each layer, in order.
+        """
         return [repr(layer) for layer in self.layers]

@@ -92,9 +92,14 @@ class _Stop(Exception):
 class ComparisonRun:
     """One method with one gradient source, as run by :func:`compare`.
 
-    Attributes
+    :func:`compare` builds these; a user reads them through
+    ``Comparison.runs`` or :meth:`Comparison.run`.
+
+    Parameters
     ----------
     method, source : str
+        The SciPy method (``'L-BFGS-B'``) and the source of derivatives
+        (``'adjoint'``, ``'hvp'``, ``'2-point'``, ``'3-point'``, ``'none'``).
     status : str
         ``'converged'`` (SciPy reports success), ``'failed'`` (SciPy reports
         failure), ``'limit'`` (the harness stopped it: budget) or ``'error'``
@@ -116,6 +121,20 @@ class ComparisonRun:
     history : ndarray, shape (n_evaluations, 4)
         Per cost evaluation: seconds since the start, forward sweeps so far
         (``hvp`` pairs included), cost, iterations completed.
+    distance : float
+        ``|x − x*|``, the distance from the comparison's best point.
+    reached : dict or None
+        When the run first came within the tolerance of the best cost:
+        ``time``, ``forward``, ``nit`` and ``evaluations`` at that
+        evaluation; None if it never did.
+
+    Examples
+    --------
+    >>> from adjoint import ComparisonRun
+    >>> run = ComparisonRun("L-BFGS-B", "adjoint", status="converged",
+    ...                     sweeps={"forward": 6, "adjoint": 6, "hvp": 0})
+    >>> run.label, run.success, run.forward_sweeps
+    ('L-BFGS-B (adjoint)', True, 6)
     """
 
     method: str
@@ -136,16 +155,34 @@ class ComparisonRun:
 
     @property
     def success(self) -> bool:
+        """True when SciPy reported success (``status == 'converged'``).
+
+        Returns
+        -------
+        bool
+        """
         return self.status == "converged"
 
     @property
     def label(self) -> str:
+        """The run's name in tables and legends, ``'METHOD (SOURCE)'``.
+
+        Returns
+        -------
+        str
+        """
         return f"{self.method} ({self.source})"
 
     @property
     def forward_sweeps(self) -> int | None:
         """Forward sweeps in all: real ones plus the complex ones of the
-        Hessian-vector products (None for a target without counters)."""
+        Hessian-vector products.
+
+        Returns
+        -------
+        int or None
+            None for a target without counters.
+        """
         if not self.sweeps:
             return None
         return int(self.sweeps.get("forward", 0) + self.sweeps.get("hvp", 0))
@@ -158,6 +195,38 @@ class Comparison:
     ``str(comparison)`` is an aligned table; :meth:`to_markdown`,
     :meth:`to_csv` and :meth:`plot` give the other forms, :meth:`write` all of
     them to files.
+
+    Parameters
+    ----------
+    runs : list of ComparisonRun
+        In the order they ran.
+    x_best : ndarray, shape (size,)
+        The point distances are measured from (the best run's result, or the
+        ``x_best`` given to :func:`compare`).
+    fun_best : float
+        The best cost ``J*`` any run found (NaN if none finished).
+    target_rtol : float
+        A run reached ``J*`` once within ``target_rtol · max(1, |J*|)``.
+    name : str, optional
+        Title of tables and figures.
+    files : list of str, optional
+        Files written by :meth:`write` (listed under the table).
+
+    Examples
+    --------
+    >>> from adjoint import Chain, Dense, Objective, Tanh, compare, init_params
+    >>> net = Chain([Dense(2, 3), Tanh(), Dense(3, 1)], loss="mse",
+    ...             targets=[[1.0], [0.0]])
+    >>> obj = Objective(net, x0=[[1.0, 2.0], [0.5, -1.0]],
+    ...                 thetas=init_params(net), wrt="theta")
+    >>> comparison = compare(obj, methods=["L-BFGS-B", "L-BFGS-B:2-point"])
+    >>> [(run.label, run.status) for run in comparison.runs]
+    [('L-BFGS-B (adjoint)', 'converged'), ('L-BFGS-B (2-point)', 'converged')]
+    >>> adjoint = comparison.run("L-BFGS-B", "adjoint").forward_sweeps
+    >>> adjoint < comparison.run("L-BFGS-B", "2-point").forward_sweeps
+    True
+    >>> comparison.to_csv().splitlines()[0]  # doctest: +ELLIPSIS
+    'method,gradient,success,status,cost,|x-x*|,nit,nfev,...,message'
     """
 
     runs: list
@@ -168,7 +237,27 @@ class Comparison:
     files: list = field(default_factory=list)
 
     def run(self, method: str, source: str | None = None) -> ComparisonRun:
-        """The run of ``method`` (with ``source``, if several sources ran)."""
+        """The run of ``method`` with ``source``.
+
+        Parameters
+        ----------
+        method : str
+            A method name, or ``'METHOD:SOURCE'``.
+        source : str, optional
+            The source of derivatives; default the method's default source
+            (as in :func:`compare`).
+
+        Returns
+        -------
+        ComparisonRun
+
+        Raises
+        ------
+        KeyError
+            If no such run is in the comparison.
+        ValueError
+            For an unknown method or source.
+        """
         method, source = _parse(f"{method}:{source}" if source else method)
         for run in self.runs:
             if run.method == method and run.source == source:
@@ -199,7 +288,13 @@ class Comparison:
     )
 
     def rows(self) -> list[list]:
-        """One list of values per run, in the order of ``COLUMNS``."""
+        """The table's values, one list per run, in the order of ``COLUMNS``.
+
+        Returns
+        -------
+        list of list
+            Raw values (numbers, strings, None where nothing applies).
+        """
         out = []
         for r in self.runs:
             reach = r.reached or {}
@@ -266,7 +361,12 @@ class Comparison:
         return "\n".join(lines)
 
     def to_markdown(self) -> str:
-        """The table in GitHub Markdown."""
+        """The table in GitHub Markdown, with a note on ``J*``.
+
+        Returns
+        -------
+        str
+        """
         rows = self._formatted()
         head = "| " + " | ".join(c.replace("|", "\\|") for c in self.COLUMNS) + " |"
         rule = (
@@ -288,7 +388,13 @@ class Comparison:
         return "\n".join([head, rule, *body]) + "\n" + note
 
     def to_csv(self) -> str:
-        """The table as CSV (raw numbers, empty cells where nothing was reached)."""
+        """The table as CSV: raw numbers, empty cells where nothing was reached.
+
+        Returns
+        -------
+        str
+            A header row of ``COLUMNS`` and one row per run.
+        """
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(self.COLUMNS)
@@ -297,8 +403,18 @@ class Comparison:
         return buffer.getvalue()
 
     def plot(self, **kwargs):
-        """Cost against wall time and against forward sweeps, one line per run
-        (see :func:`adjoint.plotting.plot_comparison`)."""
+        """Cost against wall time and against forward sweeps, one line per run.
+
+        Parameters
+        ----------
+        **kwargs
+            Passed to :func:`adjoint.plotting.plot_comparison` (``title``
+            defaults to the comparison's name).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
         from .plotting import plot_comparison
 
         return plot_comparison(
@@ -310,7 +426,26 @@ class Comparison:
         )
 
     def write(self, stem) -> list:
-        """Write ``STEM.md``, ``STEM.csv`` and ``STEM.png``; returns the paths."""
+        """Write ``STEM.md``, ``STEM.csv`` and ``STEM.png``.
+
+        The directory is created if needed; the paths are then listed under
+        ``str(comparison)``.
+
+        Parameters
+        ----------
+        stem : str or path-like
+            The files' path without suffix.
+
+        Returns
+        -------
+        list of pathlib.Path
+            The three files written.
+
+        Raises
+        ------
+        OSError
+            If a file cannot be written.
+        """
         from pathlib import Path
 
         stem = Path(stem)
@@ -424,9 +559,24 @@ def compare(
     Returns
     -------
     Comparison
+        The runs, in order, with the best cost and point; ``str()`` of it is
+        the table.
+
+    Raises
+    ------
+    ValueError
+        If ``x0`` is missing and the target has no starting point, ``x0`` does
+        not fit the target, or a method, source, ``hessp_method`` or
+        ``repeat`` is invalid.
+    TypeError
+        If ``target`` is of an unsupported kind (see
+        :func:`~adjoint.hessian_vector_product`).
 
     Notes
     -----
+    A run that fails, raises or exceeds its budget does not raise: it stays
+    in the table with its status and message.
+
     Runs are sequential, in the order given, each from ``x0``.  The sweep
     columns are differences of the target's counters around the run; wall
     time includes everything the optimiser does.  A Hessian-vector product
@@ -434,6 +584,21 @@ def compare(
     operation than a real pair, see :mod:`adjoint._hessian`); it is counted
     as one forward sweep in the ``forward`` column and separately as
     ``hvp``.
+
+    Examples
+    --------
+    >>> from adjoint import Chain, Dense, Objective, Tanh, compare, init_params
+    >>> net = Chain([Dense(2, 3), Tanh(), Dense(3, 1)], loss="mse",
+    ...             targets=[[1.0], [0.0]])
+    >>> obj = Objective(net, x0=[[1.0, 2.0], [0.5, -1.0]],
+    ...                 thetas=init_params(net), wrt="theta")
+    >>> comparison = compare(obj, methods=["L-BFGS-B", "L-BFGS-B:2-point"])
+    >>> print(comparison)  # doctest: +ELLIPSIS
+    Comparison: best cost J* = ...
+    method    gradient  success  status ...
+    --------  --------  -------  --------- ...
+    L-BFGS-B  adjoint       yes  converged ...
+    L-BFGS-B  2-point       yes  converged ...
     """
     problem = _Problem(target)
     specs = [_parse(m) for m in (DEFAULT_METHODS if methods is None else methods)]

@@ -110,6 +110,33 @@ def hessian_vector_product(target, z, v, *, method: str = "auto") -> np.ndarray:
     Returns
     -------
     ndarray, shape (size,)
+        ``H v``.
+
+    Raises
+    ------
+    NotImplementedError
+        With ``method='complex'``, where the target has no complex sweeps
+        (kernels that are not complex-safe, a layer that is neither
+        complex-analytic nor piecewise linear, a plain object).
+    ValueError
+        For an unknown ``method``, or ``z`` or ``v`` of the wrong shape or
+        not finite.
+    TypeError
+        If ``target`` is not one of the kinds above (an object without
+        ``value_and_grad`` and ``size``), or ``z`` or ``v`` cannot be read
+        as real arrays.
+
+    Warns
+    -----
+    UserWarning
+        With ``method='auto'``, the first time a target falls back to central
+        differences.
+
+    See Also
+    --------
+    make_hessp : the product as SciPy's ``hessp``.
+    hessian : the dense Hessian, for small problems.
+    check_hessian : verify the products.
 
     Notes
     -----
@@ -120,9 +147,18 @@ def hessian_vector_product(target, z, v, *, method: str = "auto") -> np.ndarray:
 
     Examples
     --------
-    >>> from scipy.optimize import minimize
-    >>> res = minimize(obj.value_and_grad, obj.z0, jac=True,
-    ...                hessp=obj.hessp, method="trust-krylov")  # doctest: +SKIP
+    >>> import numpy as np
+    >>> from adjoint import Chain, Dense, Objective, Tanh, init_params
+    >>> net = Chain([Dense(2, 3), Tanh(), Dense(3, 1)], loss="mse",
+    ...             targets=[[1.0], [0.0]])
+    >>> obj = Objective(net, x0=[[1.0, 2.0], [0.5, -1.0]],
+    ...                 thetas=init_params(net), wrt="theta")
+    >>> from adjoint import hessian_vector_product
+    >>> v = np.ones(obj.size)
+    >>> Hv = hessian_vector_product(obj, obj.z0, v)
+    >>> Hv_fd = hessian_vector_product(obj, obj.z0, v, method="fd")
+    >>> Hv.shape, bool(np.allclose(Hv, Hv_fd, rtol=1e-6, atol=1e-9))
+    ((13,), True)
     """
     _validate.choice("method", method, METHODS)
     adapter = _adapt(target)
@@ -165,9 +201,48 @@ def _remember_without_complex(target, reason: str) -> None:
 
 
 def make_hessp(target, *, method: str = "auto"):
-    """``hessp(z, v)`` for ``scipy.optimize.minimize`` (Newton-CG, trust-ncg,
-    trust-krylov, trust-constr) on ``target``; see
-    :func:`hessian_vector_product`."""
+    """``hessp(z, v)`` for ``scipy.optimize.minimize`` on ``target``.
+
+    For the methods that take Hessian-vector products (Newton-CG, trust-ncg,
+    trust-krylov, trust-constr); each call is one
+    :func:`hessian_vector_product`.
+
+    Parameters
+    ----------
+    target : Objective, ControlProblem or ParameterEstimation
+        As for :func:`hessian_vector_product`.
+    method : {'auto', 'complex', 'fd'}
+        As for :func:`hessian_vector_product`.
+
+    Returns
+    -------
+    callable
+        ``hessp(z, v, *args) -> ndarray``; extra arguments SciPy passes are
+        ignored.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``method``.
+    TypeError
+        If ``target`` is of an unsupported kind (raised here, not inside the
+        optimiser).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from adjoint import Chain, Dense, Objective, Tanh, init_params
+    >>> net = Chain([Dense(2, 3), Tanh(), Dense(3, 1)], loss="mse",
+    ...             targets=[[1.0], [0.0]])
+    >>> obj = Objective(net, x0=[[1.0, 2.0], [0.5, -1.0]],
+    ...                 thetas=init_params(net), wrt="theta")
+    >>> from scipy.optimize import minimize
+    >>> from adjoint import make_hessp
+    >>> res = minimize(obj.value_and_grad, obj.z0, jac=True,
+    ...                hessp=make_hessp(obj), method="trust-krylov")
+    >>> bool(res.success), bool(res.fun < 1e-8)
+    (True, True)
+    """
     _validate.choice("method", method, METHODS)
     _adapt(target)  # fail now, not inside the optimiser
 
@@ -180,8 +255,41 @@ def make_hessp(target, *, method: str = "auto"):
 def hessian(target, z, *, method: str = "auto") -> np.ndarray:
     """The dense Hessian from ``size`` Hessian-vector products on unit vectors.
 
-    Costs ``size`` products; for small problems and tests.  Not symmetrised,
-    so ``H − Hᵀ`` shows the rounding of the products.
+    Column ``j`` is ``H e_j``.  Costs ``size`` products; for small problems
+    and tests (for optimisation use :func:`make_hessp`, which never forms
+    ``H``).  Not symmetrised, so ``H − Hᵀ`` shows the rounding of the
+    products.
+
+    Parameters
+    ----------
+    target : Objective, ControlProblem or ParameterEstimation
+        As for :func:`hessian_vector_product`.
+    z : array_like, shape (size,)
+        Where the Hessian is taken.
+    method : {'auto', 'complex', 'fd'}
+        How the products are formed (see :func:`hessian_vector_product`).
+
+    Returns
+    -------
+    ndarray, shape (size, size)
+
+    Raises
+    ------
+    NotImplementedError, ValueError, TypeError
+        As :func:`hessian_vector_product`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from adjoint import Chain, Dense, Objective, Tanh, init_params
+    >>> net = Chain([Dense(2, 3), Tanh(), Dense(3, 1)], loss="mse",
+    ...             targets=[[1.0], [0.0]])
+    >>> obj = Objective(net, x0=[[1.0, 2.0], [0.5, -1.0]],
+    ...                 thetas=init_params(net), wrt="theta")
+    >>> from adjoint import hessian
+    >>> H = hessian(obj, obj.z0)
+    >>> H.shape, bool(np.allclose(H, H.T, atol=1e-12))
+    ((13, 13), True)
     """
     size = _adapt(target).size
     H = np.empty((size, size))
@@ -225,6 +333,57 @@ def hessian_taylor_test(
     quadratic along ``w``, whose gradient is linear there), the orders are
     NaN: the product is then exact to rounding along ``w``, since a wrong one
     would leave a remainder ``ε |uᵀ(H w − slope)|`` far above it.
+
+    Parameters
+    ----------
+    target : Objective, ControlProblem or ParameterEstimation
+        As for :func:`hessian_vector_product`.
+    z : array_like, shape (size,)
+        Where the test is taken.
+    u, w : array_like, shape (size,), optional
+        The directions (default: random, from ``rng``).
+    method : {'auto', 'complex', 'fd'}
+        How the tested product is formed (ignored when ``hessp`` is given).
+    eps0 : float, optional
+        The first step (default: chosen and adapted as above).
+    n_halvings : int, optional
+        Number of halvings of ``ε`` (default 5): ``n_halvings + 1`` steps.
+    rng : numpy.random.Generator, optional
+        Source of the random directions (default seeded, reproducible).
+    hessp : callable, optional
+        ``hessp(z, w) -> ndarray``, a product to test instead.
+
+    Returns
+    -------
+    TaylorResult
+        ``eps``, ``remainders`` and ``orders`` (about 2 for a right product,
+        1 for a wrong one; NaN as above).
+
+    Raises
+    ------
+    ValueError, TypeError
+        For a ``z`` of the wrong shape, or a target or method that
+        :func:`hessian_vector_product` rejects.
+
+    See Also
+    --------
+    check_hessian : this test together with the other checks.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from adjoint import Chain, Dense, Objective, Tanh, init_params
+    >>> net = Chain([Dense(2, 3), Tanh(), Dense(3, 1)], loss="mse",
+    ...             targets=[[1.0], [0.0]])
+    >>> obj = Objective(net, x0=[[1.0, 2.0], [0.5, -1.0]],
+    ...                 thetas=init_params(net), wrt="theta")
+    >>> from adjoint import hessian_taylor_test
+    >>> result = hessian_taylor_test(obj, obj.z0)
+    >>> result.orders.round(1).tolist()
+    [2.0, 2.0, 2.0, 2.0, 2.0]
+    >>> wrong = hessian_taylor_test(obj, obj.z0, hessp=lambda z, w: 2 * w)
+    >>> bool(wrong.orders[-1] < 1.5)
+    True
     """
     rng = np.random.default_rng(4) if rng is None else rng
     adapter = _adapt(target)
@@ -271,7 +430,32 @@ def _taylor_floor(scale, step):
 
 
 class HessianReport(GradientReport):
-    """What :func:`check_hessian` measured; ``str(report)`` is a short table."""
+    """What :func:`check_hessian` measured; ``str(report)`` is a short table.
+
+    A :class:`~adjoint.GradientReport` titled for Hessian-vector products:
+    ``passed`` is True when every check met its target and ``value(name)``
+    gives one check's measured value.
+
+    Parameters
+    ----------
+    n_unknowns : int
+        Size of the target.
+    lines : list of tuple, optional
+        One ``(name, value, target, passed)`` per check; ``passed`` is None
+        for a line that only informs.
+    taylor : TaylorResult, optional
+        The second-order Taylor test's remainders.
+
+    Examples
+    --------
+    >>> from adjoint import HessianReport
+    >>> report = HessianReport(2, [("symmetry uᵀHw vs wᵀHu (rel.)", 1e-16,
+    ...                             "< 1e-10", True)])
+    >>> print(report)  # doctest: +ELLIPSIS
+    Hessian-vector product checks on 2 unknowns
+      symmetry uᵀHw vs wᵀHu (rel.) ... ok
+      all passed
+    """
 
     def __str__(self) -> str:
         text = super().__str__()
@@ -287,12 +471,59 @@ def check_hessian(
     random directions: central differences of the adjoint gradient (relative
     error below 1e-6), the symmetry ``uᵀ(H w) = wᵀ(H u)`` (1e-10 with complex
     products, which finite differences cannot meet), and the second-order
-    Taylor test on the gradient (orders in [1.9, 2.1]).
+    Taylor test on the gradient (orders in [1.9, 2.1]).  With products by
+    central differences (``method='fd'``, or ``'auto'`` after a fallback)
+    the first check compares the route with itself and only informs, and
+    the symmetry target is 1e-5.
+
+    Parameters
+    ----------
+    target : Objective, ControlProblem or ParameterEstimation
+        As for :func:`hessian_vector_product`.
+    z : array_like, shape (size,), optional
+        Where to check (default: the target's starting point).
+    method : {'auto', 'complex', 'fd'}
+        How the checked products are formed.
+    n_directions : int, optional
+        Random directions for the first two checks (default 3, at least 2).
+    rng : numpy.random.Generator, optional
+        Source of the directions (default seeded, reproducible).
 
     Returns
     -------
     HessianReport
         ``report.passed`` is True when every check met its target.
+
+    Raises
+    ------
+    ValueError
+        If ``z`` is not given and the target has no starting point, or for
+        an unknown ``method`` or a ``z`` of the wrong shape.
+    NotImplementedError, TypeError
+        As :func:`hessian_vector_product`.
+
+    See Also
+    --------
+    check_gradients : the first-order checks.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from adjoint import Chain, Dense, Objective, Tanh, init_params
+    >>> net = Chain([Dense(2, 3), Tanh(), Dense(3, 1)], loss="mse",
+    ...             targets=[[1.0], [0.0]])
+    >>> obj = Objective(net, x0=[[1.0, 2.0], [0.5, -1.0]],
+    ...                 thetas=init_params(net), wrt="theta")
+    >>> from adjoint import check_hessian
+    >>> report = check_hessian(obj)
+    >>> report.passed
+    True
+    >>> print(report)  # doctest: +ELLIPSIS
+    Hessian-vector product checks on 13 unknowns
+      central differences of gradient ... ok
+      symmetry uᵀHw vs wᵀHu (rel.) ... ok
+      Taylor orders on the gradient ... ok
+      all passed
     """
     rng = np.random.default_rng(5) if rng is None else rng
     adapter = _adapt(target)

@@ -102,29 +102,159 @@ class Layer(ABC):
       to be).
 
     The rules receive arrays already checked by the chain and do no
-    validation.  They must not modify their inputs.
+    validation.  They must not modify their inputs.  The methods are
+    documented here once; the layers below follow the same contract.
+
+    Examples
+    --------
+    A layer ``y = θ x`` with one scalar parameter, usable in a
+    :class:`~adjoint.Chain` like the built-in layers:
+
+    >>> import numpy as np
+    >>> from adjoint import Layer
+    >>> class Scale(Layer):
+    ...     n_params = 1
+    ...     def forward(self, x, theta):
+    ...         return theta[0] * x, None
+    ...     def vjp(self, x, theta, y, cache, y_bar, need_x_bar=True):
+    ...         x_bar = theta[0] * y_bar if need_x_bar else None
+    ...         return x_bar, np.array([np.sum(x * y_bar)])
+    ...     def jvp(self, x, theta, y, cache, x_dot, theta_dot):
+    ...         return theta[0] * x_dot + theta_dot[0] * x
+    >>> layer, x, theta = Scale(), np.array([[1.0, 2.0]]), np.array([3.0])
+    >>> y, cache = layer.forward(x, theta)
+    >>> x_bar, theta_bar = layer.vjp(x, theta, y, cache, np.ones_like(y))
+    >>> y.tolist(), x_bar.tolist(), theta_bar.tolist()
+    ([[3.0, 6.0]], [[3.0, 3.0]], [3.0])
+    >>> layer.out_shape((2,)), layer.decay_mask().tolist()
+    ((2,), [0.0])
     """
 
     n_params: int = 0
     complex_analytic: bool = True
 
     def out_shape(self, in_shape: tuple) -> tuple:
+        """The per-sample output shape for inputs of per-sample shape ``in_shape``.
+
+        A chain calls it once per layer when it is built, to check that
+        consecutive layers fit.  The default keeps the shape (activations).
+
+        Parameters
+        ----------
+        in_shape : tuple of int
+            Shape of one input sample, without the batch axis: ``(64,)`` or
+            ``(1, 8, 8)``.
+
+        Returns
+        -------
+        tuple of int
+            Shape of one output sample.
+
+        Raises
+        ------
+        ValueError
+            A ``ShapeError``, when the layer cannot take inputs of that shape;
+            the chain turns it into a message naming the layer and where the
+            shape came from.
+        """
         return tuple(in_shape)
 
     @abstractmethod
-    def forward(self, x, theta): ...
+    def forward(self, x, theta):
+        """The output ``y = F(x, θ)`` of the batch ``x``, and a cache for the rules.
+
+        Parameters
+        ----------
+        x : ndarray, shape (B, ...)
+            The batch, one sample per row, of a per-sample shape the layer
+            takes (``float64``, or ``complex128`` for the complex-step check).
+        theta : ndarray, shape (n_params,)
+            The layer's flat parameters (empty for a layer without any).
+
+        Returns
+        -------
+        y : ndarray, shape (B, ...)
+            The output; per-sample shape ``out_shape(x.shape[1:])``.
+        cache : object
+            What :meth:`vjp` and :meth:`jvp` need besides ``x`` and ``y``
+            (None for most layers).
+        """
 
     @abstractmethod
-    def vjp(self, x, theta, y, cache, y_bar, need_x_bar=True): ...
+    def vjp(self, x, theta, y, cache, y_bar, need_x_bar=True):
+        """One backward step: ``x̄ = (∂F/∂x)ᵀ ȳ`` and ``θ̄ = (∂F/∂θ)ᵀ ȳ``.
+
+        Parameters
+        ----------
+        x, theta : ndarray
+            The arguments of the :meth:`forward` call.
+        y, cache : ndarray and object
+            What that call returned.
+        y_bar : ndarray, shape (B, ...)
+            The cotangent of the output (the adjoint ``λ_{k+1}``), shape of
+            ``y``.
+        need_x_bar : bool, optional
+            False when the caller needs no ``x̄`` (the first layer of a
+            training step); the layer may then skip it.
+
+        Returns
+        -------
+        x_bar : ndarray, shape (B, ...), or None
+            Shape of ``x``; None is allowed only when ``need_x_bar`` is False.
+        theta_bar : ndarray, shape (n_params,)
+        """
 
     @abstractmethod
-    def jvp(self, x, theta, y, cache, x_dot, theta_dot): ...
+    def jvp(self, x, theta, y, cache, x_dot, theta_dot):
+        """One tangent step: ``ẏ = ∂F/∂x ẋ + ∂F/∂θ θ̇``.
+
+        Parameters
+        ----------
+        x, theta, y, cache
+            As for :meth:`vjp`.
+        x_dot : ndarray, shape (B, ...)
+            Tangent of the input, shape of ``x``.
+        theta_dot : ndarray, shape (n_params,)
+            Tangent of the parameters.
+
+        Returns
+        -------
+        ndarray, shape (B, ...)
+            The tangent ``ẏ`` of the output, shape of ``y``.
+        """
 
     def init(self, rng: np.random.Generator, scheme: str = "glorot") -> np.ndarray:
-        """Initial parameters (zeros unless the layer has weights)."""
+        """Initial parameters: weights drawn by ``scheme``, biases zero.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+        scheme : str, optional
+            One of ``'glorot'`` (default), ``'glorot_normal'``, ``'he'``,
+            ``'he_uniform'``, ``'lecun'``, ``'standard'``, ``'zeros'``; see
+            :func:`~adjoint.init_params`.
+
+        Returns
+        -------
+        ndarray, shape (n_params,)
+            Zeros for a layer without weights (the default).
+
+        Raises
+        ------
+        ValueError
+            For an unknown ``scheme`` (layers with weights).
+        """
         return np.zeros(self.n_params)
 
     def decay_mask(self) -> np.ndarray:
+        """Where L2 weight decay acts: 1 on the weights, 0 elsewhere.
+
+        Returns
+        -------
+        ndarray, shape (n_params,)
+            Zeros for a layer without weights (the default); biases are never
+            decayed.
+        """
         return np.zeros(self.n_params)
 
     def __repr__(self) -> str:
@@ -184,6 +314,29 @@ class Dense(Layer):
     init_scale : float, optional
         Factor on the initial weights (for instance ``1/√depth`` on the last
         layer of a residual branch); default 1.
+
+    Raises
+    ------
+    TypeError
+        If ``n_in`` or ``n_out`` is not an integer.
+    ValueError
+        If ``n_in`` or ``n_out`` is below 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from adjoint import Dense
+    >>> layer = Dense(3, 2)
+    >>> theta = np.arange(8.0)  # W = [[0, 1, 2], [3, 4, 5]], b = [6, 7]
+    >>> x = np.array([[1.0, 0.0, -1.0]])
+    >>> y, cache = layer.forward(x, theta)
+    >>> y.tolist()
+    [[4.0, 5.0]]
+    >>> x_bar, theta_bar = layer.vjp(x, theta, y, cache, np.ones((1, 2)))
+    >>> x_bar.tolist(), theta_bar.tolist()
+    ([[3.0, 5.0, 7.0]], [1.0, 0.0, -1.0, 1.0, 0.0, -1.0, 1.0, 1.0])
+    >>> layer.out_shape((3,)), layer.decay_mask().tolist()
+    ((2,), [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0])
     """
 
     def __init__(self, n_in: int, n_out: int, *, init_scale: float = 1.0):
@@ -203,7 +356,18 @@ class Dense(Layer):
         return (self.n_out,)
 
     def unpack(self, theta):
-        """Views ``(W, b)`` into ``θ``: W of shape (n_out, n_in), b (n_out,)."""
+        """Views ``(W, b)`` into the flat parameters ``θ = [W.ravel(), b]``.
+
+        Parameters
+        ----------
+        theta : ndarray, shape (n_params,)
+
+        Returns
+        -------
+        W : ndarray, shape (n_out, n_in)
+        b : ndarray, shape (n_out,)
+            Views: writing to them writes to ``theta``.
+        """
         return (
             theta[: self.n_weights].reshape(self.n_out, self.n_in),
             theta[self.n_weights :],
@@ -268,7 +432,20 @@ class _Elementwise(Layer):
 
 
 class Tanh(_Elementwise):
-    """``y = tanh x``, ``φ' = 1 − y²``.  Complex-analytic."""
+    """``y = tanh x``, ``φ' = 1 − y²``.  Complex-analytic.
+
+    No parameters (``n_params = 0``: ``θ`` is an empty array).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from adjoint import Tanh
+    >>> layer, x = Tanh(), np.array([[-1.0, 0.0, 2.0]])
+    >>> y, cache = layer.forward(x, np.zeros(0))
+    >>> x_bar, theta_bar = layer.vjp(x, np.zeros(0), y, cache, np.ones_like(x))
+    >>> y.round(4).tolist(), x_bar.round(4).tolist()
+    ([[-0.7616, 0.0, 0.964]], [[0.42, 1.0, 0.0707]])
+    """
 
     def _phi(self, x):
         return np.tanh(x)
@@ -290,7 +467,18 @@ class Sigmoid(_Elementwise):
     """``y = 1 / (1 + e^{−x})``, ``φ' = y (1 − y)``.
 
     Each tail is evaluated in the form that cannot overflow (the branch is
-    chosen by the real part of ``x``), so it is complex-analytic.
+    chosen by the real part of ``x``), so it is complex-analytic.  No
+    parameters.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from adjoint import Sigmoid
+    >>> layer, x = Sigmoid(), np.array([[-1.0, 0.0, 2.0]])
+    >>> y, cache = layer.forward(x, np.zeros(0))
+    >>> x_bar, theta_bar = layer.vjp(x, np.zeros(0), y, cache, np.ones_like(x))
+    >>> y.round(4).tolist(), x_bar.round(4).tolist()
+    ([[0.2689, 0.5, 0.8808]], [[0.1966, 0.25, 0.105]])
     """
 
     def _phi(self, x):
@@ -305,7 +493,17 @@ class Softplus(_Elementwise):
 
     Evaluated as ``log1p(e^{−|x|}) + max(x, 0)``, with the branch chosen by the
     real part of ``x``: no overflow, full relative accuracy for very negative
-    ``x``, and complex-analytic (each branch is analytic).
+    ``x``, and complex-analytic (each branch is analytic).  No parameters.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from adjoint import Softplus
+    >>> layer, x = Softplus(), np.array([[-1.0, 0.0, 2.0]])
+    >>> y, cache = layer.forward(x, np.zeros(0))
+    >>> x_bar, theta_bar = layer.vjp(x, np.zeros(0), y, cache, np.ones_like(x))
+    >>> y.round(4).tolist(), x_bar.round(4).tolist()
+    ([[0.3133, 0.6931, 2.1269]], [[0.2689, 0.5, 0.8808]])
     """
 
     def _phi(self, x):
@@ -337,7 +535,25 @@ class ReLU(_Elementwise):
         The subgradient used at exactly ``x = 0`` (default 0, as PyTorch and
         JAX).  The VJP and JVP use the same value, so they stay transposes.
 
-    Not complex-analytic: check gradients through it by central differences.
+    Raises
+    ------
+    ValueError
+        If ``at_zero`` lies outside [0, 1].
+
+    Notes
+    -----
+    Not complex-analytic: check gradients through it by central differences
+    (:func:`~adjoint.finite_difference_gradient`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from adjoint import ReLU
+    >>> layer, x = ReLU(at_zero=0.5), np.array([[-1.0, 0.0, 2.0]])
+    >>> y, cache = layer.forward(x, np.zeros(0))
+    >>> x_bar, theta_bar = layer.vjp(x, np.zeros(0), y, cache, np.ones_like(x))
+    >>> y.round(4).tolist(), x_bar.round(4).tolist()
+    ([[0.0, 0.0, 2.0]], [[0.0, 0.5, 1.0]])
     """
 
     complex_analytic = False
@@ -369,7 +585,25 @@ class LeakyReLU(_Elementwise):
         Subgradient at exactly ``x = 0``, between ``slope`` and 1 (default
         ``slope``, the left derivative, as PyTorch).
 
-    Not complex-analytic: check gradients through it by central differences.
+    Raises
+    ------
+    ValueError
+        If ``slope`` lies outside [0, 1) or ``at_zero`` outside [slope, 1].
+
+    Notes
+    -----
+    Not complex-analytic: check gradients through it by central differences
+    (:func:`~adjoint.finite_difference_gradient`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from adjoint import LeakyReLU
+    >>> layer, x = LeakyReLU(slope=0.1), np.array([[-1.0, 0.0, 2.0]])
+    >>> y, cache = layer.forward(x, np.zeros(0))
+    >>> x_bar, theta_bar = layer.vjp(x, np.zeros(0), y, cache, np.ones_like(x))
+    >>> y.round(4).tolist(), x_bar.round(4).tolist()
+    ([[-0.1, 0.0, 2.0]], [[0.1, 0.1, 1.0]])
     """
 
     complex_analytic = False
@@ -405,7 +639,25 @@ class Abs(_Elementwise):
     at_zero : float in [-1, 1], optional
         Subgradient at exactly ``x = 0`` (default 0, as ``np.sign`` and JAX).
 
-    Not complex-analytic: check gradients through it by central differences.
+    Raises
+    ------
+    ValueError
+        If ``at_zero`` lies outside [-1, 1].
+
+    Notes
+    -----
+    Not complex-analytic: check gradients through it by central differences
+    (:func:`~adjoint.finite_difference_gradient`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from adjoint import Abs
+    >>> layer, x = Abs(), np.array([[-1.0, 0.0, 2.0]])
+    >>> y, cache = layer.forward(x, np.zeros(0))
+    >>> x_bar, theta_bar = layer.vjp(x, np.zeros(0), y, cache, np.ones_like(x))
+    >>> y.round(4).tolist(), x_bar.round(4).tolist()
+    ([[1.0, 0.0, 2.0]], [[-1.0, 0.0, 1.0]])
     """
 
     complex_analytic = False
@@ -430,7 +682,21 @@ class Abs(_Elementwise):
 
 
 class Flatten(Layer):
-    """Reshape each sample to a vector: (B, C, H, W) → (B, C·H·W)."""
+    """Reshape each sample to a vector: (B, C, H, W) → (B, C·H·W).
+
+    No parameters.  The rules reshape back: ``x̄ = ȳ`` in the shape of ``x``,
+    ``ẏ = ẋ`` in the shape of ``y``.  Put it between the convolution part of
+    a network and its :class:`~adjoint.Dense` layers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from adjoint import Flatten
+    >>> x = np.arange(8.0).reshape(2, 1, 2, 2)
+    >>> y, cache = Flatten().forward(x, np.zeros(0))
+    >>> y.shape, Flatten().out_shape((1, 8, 8))
+    ((2, 4), (64,))
+    """
 
     def out_shape(self, in_shape):
         return (int(np.prod(in_shape)),)
@@ -468,9 +734,41 @@ class Conv2D(Layer):
     c_in, c_out : int
         Input and output channels.
     kernel_size : int or (int, int)
+        ``kh`` and ``kw``; one int for a square kernel (default 3).
     padding : {'valid', 'same'}
+        ``'valid'`` (default): no padding, the image shrinks by ``k − 1``;
+        ``'same'``: zero padding that keeps H × W.
     init_scale : float, optional
-        Factor on the initial weights.
+        Factor on the initial weights (default 1).
+
+    Raises
+    ------
+    TypeError
+        If ``c_in``, ``c_out`` or a kernel size is not an integer.
+    ValueError
+        If one of them is below 1, or ``padding`` is neither ``'valid'`` nor
+        ``'same'``.
+
+    Examples
+    --------
+    A kernel that is 1 at its centre copies the image under ``'same'``
+    padding:
+
+    >>> import numpy as np
+    >>> from adjoint import Conv2D
+    >>> layer = Conv2D(1, 2, 3, padding="same")
+    >>> layer.n_params, layer.out_shape((1, 8, 8)), Conv2D(1, 2, 3).out_shape((1, 8, 8))
+    (20, (2, 8, 8), (2, 6, 6))
+    >>> W, bias = layer.unpack(np.zeros(layer.n_params))
+    >>> W[0, 0, 1, 1] = 1.0
+    >>> theta = np.concatenate([W.ravel(), bias])
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> y, cache = layer.forward(x, theta)
+    >>> y.shape, bool(np.array_equal(y[0, 0], x[0, 0]))
+    ((1, 2, 4, 4), True)
+    >>> x_bar, theta_bar = layer.vjp(x, theta, y, cache, np.ones_like(y))
+    >>> x_bar.shape, theta_bar.shape
+    ((1, 1, 4, 4), (20,))
     """
 
     def __init__(
@@ -516,7 +814,18 @@ class Conv2D(Layer):
         return (self.c_out, H - self.kh + 1, W - self.kw + 1)
 
     def unpack(self, theta):
-        """Views ``(W, bias)`` into ``θ``."""
+        """Views ``(W, bias)`` into the flat parameters ``θ = [W.ravel(), bias]``.
+
+        Parameters
+        ----------
+        theta : ndarray, shape (n_params,)
+
+        Returns
+        -------
+        W : ndarray, shape (c_out, c_in, kh, kw)
+        bias : ndarray, shape (c_out,)
+            Views: writing to them writes to ``theta``.
+        """
         return theta[: self.n_weights].reshape(self.w_shape), theta[self.n_weights :]
 
     def _padded(self, x):
@@ -610,7 +919,37 @@ class MaxPool2D(Layer):
     entries after it get zero.  The tangent takes that same entry's tangent,
     so the VJP and JVP are transposes at ties too.
 
-    Not complex-analytic: check gradients through it by central differences.
+    Parameters
+    ----------
+    size : int, optional
+        Side of the windows and stride (default 2).
+
+    Raises
+    ------
+    TypeError
+        If ``size`` is not an integer.
+    ValueError
+        If ``size`` is below 1.
+
+    Notes
+    -----
+    Not complex-analytic: check gradients through it by central differences
+    (:func:`~adjoint.finite_difference_gradient`).  No parameters.
+
+    Examples
+    --------
+    A tie: the cotangent goes to the first 3 in row-major order.
+
+    >>> import numpy as np
+    >>> from adjoint import MaxPool2D
+    >>> layer = MaxPool2D(2)
+    >>> x = np.array([[[[1.0, 3.0], [3.0, 0.0]]]])
+    >>> y, cache = layer.forward(x, np.zeros(0))
+    >>> x_bar, theta_bar = layer.vjp(x, np.zeros(0), y, cache, np.ones_like(y))
+    >>> y.tolist(), x_bar.tolist()
+    ([[[[3.0]]]], [[[[0.0, 1.0], [0.0, 0.0]]]])
+    >>> layer.out_shape((3, 9, 8))
+    (3, 4, 4)
     """
 
     complex_analytic = False
@@ -695,6 +1034,29 @@ class Residual(Layer):
     ----------
     layers : sequence of Layer
         The branch ``g``, applied in order.
+
+    Raises
+    ------
+    ValueError
+        If ``layers`` is empty; from :meth:`out_shape` (so when a chain is
+        built) if the branch changes the per-sample shape.
+    TypeError
+        If an entry of ``layers`` is not a :class:`~adjoint.Layer`.
+
+    Examples
+    --------
+    With zero parameters the branch ``tanh(0 x + 0)`` vanishes and the
+    block is the identity:
+
+    >>> import numpy as np
+    >>> from adjoint import Dense, Residual, Tanh
+    >>> block = Residual([Dense(2, 2), Tanh()])
+    >>> block, block.n_params
+    (Residual([Dense(2 → 2), Tanh()]), 6)
+    >>> x, theta = np.array([[1.0, -2.0]]), np.zeros(6)
+    >>> y, cache = block.forward(x, theta)
+    >>> y.tolist(), [t.size for t in block.split(theta)]
+    ([[1.0, -2.0]], [6, 0])
     """
 
     def __init__(self, layers):
@@ -728,7 +1090,18 @@ class Residual(Layer):
         return tuple(in_shape)
 
     def split(self, theta):
-        """The sub-layers' parameter vectors (views into ``θ``)."""
+        """The sub-layers' parameter vectors, views into ``θ``.
+
+        Parameters
+        ----------
+        theta : ndarray, shape (n_params,)
+            The block's flat parameters, the sub-layers' concatenated.
+
+        Returns
+        -------
+        list of ndarray
+            One view per sub-layer, shape ``(layer.n_params,)``.
+        """
         o = self._offsets
         return [theta[o[j] : o[j + 1]] for j in range(len(self.layers))]
 

@@ -55,8 +55,34 @@ def softmax(z):
 
 
 def accuracy(outputs, labels) -> float:
-    """Fraction of rows of ``outputs`` (B, n_classes) whose largest entry is at
-    the index ``labels`` (B,).  Ties go to the first largest entry."""
+    """Fraction of samples whose largest output is at their label.
+
+    ``mean_b [argmax_j outputs[b, j] == labels[b]]``, on the real part of
+    ``outputs``; ties go to the first largest entry.
+
+    Parameters
+    ----------
+    outputs : array_like, shape (B, n_classes)
+        Network outputs (logits or probabilities), one row per sample.
+    labels : array_like, shape (B,)
+        Integer class labels.
+
+    Returns
+    -------
+    float
+        In [0, 1]; NaN when there are no samples.
+
+    Raises
+    ------
+    ValueError
+        If ``outputs`` and ``labels`` hold different numbers of samples.
+
+    Examples
+    --------
+    >>> from adjoint import accuracy
+    >>> round(accuracy([[0.1, 0.9], [0.8, 0.2], [0.5, 0.5]], [1, 1, 0]), 4)
+    0.6667
+    """
     outputs = np.asarray(outputs)
     labels = np.asarray(labels)
     if outputs.shape[:1] != labels.shape:
@@ -84,24 +110,124 @@ class Loss(ABC):
     - ``value(z, t) -> scalar`` and ``grad(z, t) -> dΦ/dz`` (same shape as
       ``z``), both complex-safe.
 
-    The tangent ``Φ'(z) ż`` is ``Σ grad(z, t) * ż`` (:meth:`jvp`).
+    The tangent ``Φ'(z) ż`` is ``Σ grad(z, t) * ż`` (:meth:`jvp`).  The
+    methods are documented here once; the losses below follow the same
+    contract.  A :class:`~adjoint.Chain` takes an instance as ``loss=``.
+
+    Examples
+    --------
+    Half the squared error, ``Φ = ½ Σ (z − t)²`` with gradient ``z − t``:
+
+    >>> import numpy as np
+    >>> from adjoint import Loss
+    >>> class HalfSquaredError(Loss):
+    ...     name = "half_squared_error"
+    ...     def validate_targets(self, targets, out_shape):
+    ...         return np.asarray(targets, dtype=np.float64)
+    ...     def value(self, z, t):
+    ...         return 0.5 * np.sum((z - t) ** 2)
+    ...     def grad(self, z, t):
+    ...         return z - t
+    >>> loss = HalfSquaredError()
+    >>> z, t = np.array([[1.0, -1.0]]), loss.validate_targets([[0.0, 0.0]], (2,))
+    >>> float(loss.value(z, t)), loss.grad(z, t).tolist()
+    (1.0, [[1.0, -1.0]])
+    >>> float(loss.jvp(z, t, np.array([[2.0, 1.0]])))
+    1.0
     """
 
     name = "loss"
 
     def check_output_shape(self, out_shape: tuple) -> None:
-        """Accept any output shape (override to restrict)."""
+        """Check that a network output of per-sample shape ``out_shape`` fits.
+
+        The default accepts any shape; a subclass overrides it to restrict.
+
+        Parameters
+        ----------
+        out_shape : tuple of int
+            Shape of one output sample, without the batch axis.
+
+        Raises
+        ------
+        ValueError
+            If the loss cannot take that output; the message is a fragment
+            the chain prefixes with ``loss``.
+        """
 
     @abstractmethod
-    def validate_targets(self, targets, out_shape: tuple) -> np.ndarray: ...
+    def validate_targets(self, targets, out_shape: tuple) -> np.ndarray:
+        """The targets, checked and converted, for outputs of shape ``out_shape``.
+
+        Parameters
+        ----------
+        targets : array_like
+            One target per sample (integer labels ``(B,)``, or arrays of the
+            output's shape ``(B, ...)``, as the loss takes).
+        out_shape : tuple of int
+            Shape of one output sample.
+
+        Returns
+        -------
+        ndarray
+            The targets as :meth:`value` and :meth:`grad` take them.
+
+        Raises
+        ------
+        TypeError
+            If ``targets`` cannot be read as an array of the right kind.
+        ValueError
+            If their shape or values do not fit the output; the message names
+            ``targets``.
+        """
 
     @abstractmethod
-    def value(self, z, t): ...
+    def value(self, z, t):
+        """The cost ``Φ(z, t)``.
+
+        Parameters
+        ----------
+        z : ndarray, shape (B, ...)
+            The network output (``float64``, or ``complex128`` for the complex
+            step: the computation must stay complex-safe).
+        t : ndarray
+            Targets as returned by :meth:`validate_targets`.
+
+        Returns
+        -------
+        scalar
+            A float, or a complex number for complex ``z``.
+        """
 
     @abstractmethod
-    def grad(self, z, t): ...
+    def grad(self, z, t):
+        """The gradient ``∂Φ/∂z``, the starting adjoint ``λ_N`` of a chain.
+
+        Parameters
+        ----------
+        z, t
+            As for :meth:`value`.
+
+        Returns
+        -------
+        ndarray, shape (B, ...)
+            Same shape as ``z``; a new array the caller may modify.
+        """
 
     def jvp(self, z, t, z_dot):
+        """The tangent ``Φ'(z) ż = Σ grad(z, t) · ż`` of the cost.
+
+        Parameters
+        ----------
+        z, t
+            As for :meth:`value`.
+        z_dot : ndarray, shape (B, ...)
+            Tangent of the output, same shape as ``z``.
+
+        Returns
+        -------
+        scalar
+        """
         return np.sum(self.grad(z, t) * z_dot)
 
     def __repr__(self) -> str:
@@ -116,7 +242,26 @@ class SoftmaxCrossEntropy(Loss):
     each row's maximum (of the real part, so the complex step passes through
     unharmed): no overflow for logits of any size.
 
-    Targets are integer labels ``0 … n_classes − 1``, shape ``(B,)``.
+    Targets are integer labels ``0 … n_classes − 1``, shape ``(B,)``;
+    :meth:`validate_targets` raises ``TypeError`` for non-integer dtypes and
+    ``ValueError`` for labels out of range or of another shape, and
+    :meth:`check_output_shape` raises ``ValueError`` unless the network
+    outputs ``(B, n_classes)`` with ``n_classes >= 2``.  A chain takes it as
+    ``loss='softmax_cross_entropy'`` (the default).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from adjoint import SoftmaxCrossEntropy
+    >>> loss = SoftmaxCrossEntropy()
+    >>> z = np.array([[2.0, 0.0], [0.0, 0.0]])
+    >>> t = loss.validate_targets([0, 1], (2,))
+    >>> round(float(loss.value(z, t)), 4), loss.grad(z, t).round(4).tolist()
+    (0.41, [[-0.0596, 0.0596], [0.25, -0.25]])
+    >>> loss.validate_targets([0, 2], (2,))
+    Traceback (most recent call last):
+        ...
+    ValueError: `targets[1]` is 2; the network has 2 outputs, so labels ...
     """
 
     name = "softmax_cross_entropy"
@@ -177,7 +322,20 @@ class MeanSquaredError(Loss):
     """Mean squared error over every entry of the output.
 
     ``Φ(z, t) = (1 / (B·m)) Σ (z − t)²`` with ``m`` the entries per sample;
-    gradient ``2 (z − t) / (B·m)``.  Targets have the output's shape.
+    gradient ``2 (z − t) / (B·m)``.  Targets have the output's shape,
+    ``(B, ...)``; :meth:`validate_targets` raises ``TypeError`` for
+    non-numeric targets and ``ValueError`` for another shape or a non-finite
+    value.  A chain takes it as ``loss='mse'``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from adjoint import MeanSquaredError
+    >>> loss = MeanSquaredError()
+    >>> z = np.array([[1.0, 2.0]])
+    >>> t = loss.validate_targets([[0.0, 2.0]], (2,))
+    >>> float(loss.value(z, t)), loss.grad(z, t).tolist()
+    (0.5, [[1.0, 0.0]])
     """
 
     name = "mse"

@@ -72,14 +72,36 @@ def init_params(chain: Chain, scheme: str = "glorot", *, seed=0) -> list[np.ndar
     Parameters
     ----------
     chain : Chain
-    scheme : str
+        The network whose layers draw their parameters.
+    scheme : str, optional
+        One of the schemes above, or ``'standard'`` (uniform on
+        ``±1/√n_i``, PyTorch's default); default ``'glorot'``.
     seed : int or numpy.random.Generator
         Fixes the draw (default 0), so two calls give the same parameters.
 
     Returns
     -------
     list of ndarray
-        One flat parameter vector per layer.
+        One flat parameter vector per layer (empty for layers without
+        parameters).
+
+    Raises
+    ------
+    TypeError
+        If ``chain`` is not a :class:`~adjoint.Chain` or ``seed`` is neither
+        an int nor a Generator.
+    ValueError
+        For an unknown ``scheme``.
+
+    Examples
+    --------
+    >>> from adjoint import Chain, Dense, Tanh, init_params
+    >>> net = Chain([Dense(2, 16), Tanh(), Dense(16, 2)])
+    >>> params = init_params(net, "he", seed=1)
+    >>> [theta.shape for theta in params]
+    [(48,), (0,), (34,)]
+    >>> float(params[0][-16:].max())  # biases start at zero
+    0.0
     """
     if not isinstance(chain, Chain):
         raise TypeError(f"`chain` must be a Chain, got {type(chain).__name__}.")
@@ -97,7 +119,39 @@ class Optimiser:
     """A first-order update rule ``z ← z − step(g)`` with internal state.
 
     Subclasses supply ``init_state(n) -> dict`` and ``step(z, g, state)``,
-    which updates ``z`` in place.
+    which updates ``z`` in place.  :func:`~adjoint.train` calls
+    ``init_state`` once and ``step`` once per mini-batch; it may change
+    ``learning_rate`` between epochs (``learning_rate_decay``) and restores
+    it at the end.  The methods are documented here once.
+
+    Parameters
+    ----------
+    learning_rate : float
+        The step size ``η > 0``.
+
+    Raises
+    ------
+    ValueError
+        If ``learning_rate`` is not a positive finite number.
+
+    See Also
+    --------
+    SGD, Momentum, Adam : the update rules provided.
+
+    Examples
+    --------
+    Sign descent, ``z ← z − η sign(g)``:
+
+    >>> import numpy as np
+    >>> from adjoint import Optimiser
+    >>> class SignDescent(Optimiser):
+    ...     def step(self, z, g, state):
+    ...         z -= self.learning_rate * np.sign(g)
+    >>> opt = SignDescent(0.5)
+    >>> z = np.array([1.0, -2.0])
+    >>> opt.step(z, np.array([3.0, -0.1]), opt.init_state(z.size))
+    >>> z.tolist()
+    [0.5, -1.5]
     """
 
     def __init__(self, learning_rate: float):
@@ -107,9 +161,38 @@ class Optimiser:
         self.learning_rate = lr
 
     def init_state(self, n: int) -> dict:
+        """The optimiser's state for ``n`` unknowns, before the first step.
+
+        Parameters
+        ----------
+        n : int
+            Number of unknowns (the size of ``z``).
+
+        Returns
+        -------
+        dict
+            Passed to every :meth:`step` and updated there (the default holds
+            nothing).
+        """
         return {}
 
     def step(self, z, g, state) -> None:
+        """One update of ``z`` in place from the gradient ``g``.
+
+        Parameters
+        ----------
+        z : ndarray, shape (n,)
+            The unknowns, updated in place.
+        g : ndarray, shape (n,)
+            The gradient (of a mini-batch's cost) at ``z``.
+        state : dict
+            The state from :meth:`Optimiser.init_state`, updated in place.
+
+        Raises
+        ------
+        NotImplementedError
+            In the base class; subclasses implement the rule.
+        """
         raise NotImplementedError
 
     def __repr__(self):
@@ -117,7 +200,27 @@ class Optimiser:
 
 
 class SGD(Optimiser):
-    """Plain stochastic gradient descent, ``z ← z − η g``."""
+    """Plain stochastic gradient descent, ``z ← z − η g``.
+
+    Parameters
+    ----------
+    learning_rate : float, optional
+        ``η > 0`` (default 0.1).
+
+    Raises
+    ------
+    ValueError
+        If ``learning_rate`` is not a positive finite number.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from adjoint import SGD
+    >>> opt, z = SGD(0.1), np.array([1.0, -2.0])
+    >>> opt.step(z, np.array([0.5, 0.5]), opt.init_state(z.size))
+    >>> z.round(4).tolist()
+    [0.95, -2.05]
+    """
 
     def __init__(self, learning_rate: float = 0.1):
         super().__init__(learning_rate)
@@ -128,7 +231,36 @@ class SGD(Optimiser):
 
 class Momentum(Optimiser):
     """Heavy-ball momentum: ``v ← μ v + g``, ``z ← z − η v`` (Nesterov:
-    ``z ← z − η (g + μ v)``)."""
+    ``z ← z − η (g + μ v)``).
+
+    Parameters
+    ----------
+    learning_rate : float, optional
+        ``η > 0`` (default 0.05).
+    momentum : float, optional
+        ``μ`` in [0, 1) (default 0.9).
+    nesterov : bool, optional
+        Use Nesterov's update (default False).
+
+    Raises
+    ------
+    ValueError
+        If ``learning_rate`` is not positive or ``momentum`` lies outside
+        [0, 1).
+
+    Examples
+    --------
+    Two steps with the same gradient: the second is ``1 + μ`` times longer.
+
+    >>> import numpy as np
+    >>> from adjoint import Momentum
+    >>> opt, z = Momentum(0.1, 0.9), np.array([1.0, -2.0])
+    >>> state = opt.init_state(z.size)
+    >>> for _ in range(2):
+    ...     opt.step(z, np.array([0.5, 0.5]), state)
+    >>> z.round(4).tolist(), state["v"].round(4).tolist()
+    ([0.855, -2.145], [0.95, 0.95])
+    """
 
     def __init__(
         self,
@@ -162,6 +294,35 @@ class Adam(Optimiser):
 
     ``m ← β₁m + (1−β₁)g``, ``v ← β₂v + (1−β₂)g²``,
     ``z ← z − η m̂ / (√v̂ + ε)`` with ``m̂ = m/(1−β₁ᵗ)``, ``v̂ = v/(1−β₂ᵗ)``.
+
+    Parameters
+    ----------
+    learning_rate : float, optional
+        ``η > 0`` (default 1e-3).
+    beta1, beta2 : float, optional
+        Decay rates ``β₁``, ``β₂`` in [0, 1) of the moment estimates (default
+        0.9 and 0.999).
+    eps : float, optional
+        ``ε`` (default 1e-8).
+
+    Raises
+    ------
+    ValueError
+        If ``learning_rate`` is not positive or ``beta1`` or ``beta2`` lies
+        outside [0, 1).
+
+    Examples
+    --------
+    Bias correction makes each early step about ``η`` long per entry:
+
+    >>> import numpy as np
+    >>> from adjoint import Adam
+    >>> opt, z = Adam(0.1), np.array([1.0, -2.0])
+    >>> state = opt.init_state(z.size)
+    >>> for _ in range(2):
+    ...     opt.step(z, np.array([0.5, 0.5]), state)
+    >>> z.round(4).tolist(), state["t"]
+    ([0.8, -2.2], 2)
     """
 
     def __init__(
@@ -234,8 +395,27 @@ class ProgressBar:
     total : int, optional
         Number of calls expected (epochs), for the bar's length.
     desc : str, optional
+        The bar's label (default ``'train'``).
     **tqdm_kwargs
         Passed to ``tqdm.tqdm`` (``file=``, ``disable=``, ...).
+
+    Raises
+    ------
+    ImportError
+        If tqdm is not installed.
+
+    Examples
+    --------
+    Also a context manager, which closes the bar:
+
+    >>> import io
+    >>> from adjoint import Chain, Dense, ProgressBar, init_params, train
+    >>> net = Chain([Dense(2, 2)])
+    >>> X, y = [[0.0, 1.0], [1.0, 0.0]], [1, 0]
+    >>> with ProgressBar(total=3, file=io.StringIO()) as bar:
+    ...     res = train(net, init_params(net), X, y, epochs=3, progress=bar)
+    >>> res.nit
+    3
     """
 
     def __init__(self, total: int | None = None, desc: str = "train", **tqdm_kwargs):
@@ -259,6 +439,12 @@ class ProgressBar:
         self._bar.update(1)
 
     def close(self):
+        """Close the tqdm bar (the ``with`` statement does it on exit).
+
+        Returns
+        -------
+        None
+        """
         self._bar.close()
 
     def __enter__(self):
@@ -382,6 +568,15 @@ def train(
     SweepError
         When the cost becomes non-finite (the message names the layer);
         usually a learning rate that is too large.
+    ValueError
+        If the chain has no loss, ``X`` and ``y`` (or ``validation``) do not
+        fit the chain or each other, ``epochs`` or ``batch_size`` is out of
+        range, ``learning_rate_decay`` lies outside (0, 1], or ``optimiser``
+        is unknown.
+    TypeError
+        If ``X``, ``y`` or ``params`` cannot be read as arrays of the right
+        kind, ``seed`` is neither an int nor a Generator, or ``progress`` is
+        neither None, True nor callable.
 
     See Also
     --------
@@ -528,6 +723,35 @@ def train_lbfgs(
     scipy.optimize.OptimizeResult
         SciPy's result plus ``params``, ``accuracy``, ``history`` (per
         iteration) and ``wall_time``.
+
+    Raises
+    ------
+    SweepError
+        When a cost evaluation becomes non-finite.
+    ValueError
+        If the chain has no loss, the data do not fit the chain or each
+        other, or ``maxiter`` is below 1.
+    TypeError
+        If the data or parameters cannot be read as arrays of the right
+        kind, or ``progress`` is neither None, True nor callable.
+
+    See Also
+    --------
+    train : mini-batch SGD, momentum and Adam, for larger data sets.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from adjoint import Chain, Dense, Tanh, init_params, train_lbfgs
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((100, 2))
+    >>> y = (X[:, 0] * X[:, 1] > 0).astype(int)
+    >>> net = Chain([Dense(2, 8), Tanh(), Dense(8, 2)])
+    >>> res = train_lbfgs(net, init_params(net, seed=0), X, y, maxiter=30)
+    >>> res.nit <= 30, res.history["loss"].shape == (res.nit,)
+    (True, True)
+    >>> [theta.shape for theta in res.params]
+    [(24,), (0,), (18,)]
     """
     X, y = _check_data(chain, X, y)
     maxiter = _validate.positive_int("maxiter", maxiter)
@@ -605,6 +829,36 @@ def save_params(path, params, *, chain: Chain | None = None, metadata=None) -> P
     Returns
     -------
     pathlib.Path
+        ``path``, as a Path.
+
+    Raises
+    ------
+    ValueError
+        If ``chain`` is given and ``params`` do not fit it, or a parameter
+        array is not finite.
+    TypeError
+        If a parameter array cannot be read as real numbers or a metadata
+        value is neither a string nor numbers.
+    OSError
+        If the file cannot be written (an existing file is left untouched).
+
+    See Also
+    --------
+    load_params
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from adjoint import Chain, Dense, Tanh, init_params, load_params, save_params
+    >>> net = Chain([Dense(2, 3), Tanh(), Dense(3, 2)])
+    >>> params = init_params(net, seed=0)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = save_params(Path(tmp) / "net.npz", params, chain=net,
+    ...                        metadata={"epochs": 20})
+    ...     loaded = load_params(path, chain=net)
+    >>> path.name, all((a == b).all() for a, b in zip(params, loaded))
+    ('net.npz', True)
     """
     path = Path(path)
     if chain is not None:
@@ -642,6 +896,7 @@ def load_params(path, chain: Chain | None = None) -> list[np.ndarray]:
     Parameters
     ----------
     path : str or path-like
+        A file written by :func:`save_params`.
     chain : Chain, optional
         When given, the number of layers and each layer's parameter count are
         checked against it (``ValueError`` naming the layer otherwise).
@@ -649,6 +904,27 @@ def load_params(path, chain: Chain | None = None) -> list[np.ndarray]:
     Returns
     -------
     list of ndarray
+        One ``float64`` parameter vector per layer, as saved.
+
+    Raises
+    ------
+    ValueError
+        If the file was not written by :func:`save_params`, or does not fit
+        ``chain``.
+    OSError
+        If the file cannot be read (``FileNotFoundError`` when it is missing).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from adjoint import Chain, Dense, init_params, load_params, save_params
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = save_params(Path(tmp) / "p.npz", init_params(Chain([Dense(2, 3)])))
+    ...     load_params(path, chain=Chain([Dense(2, 4)]))
+    Traceback (most recent call last):
+        ...
+    ValueError: ...: layer 0 (Dense(2 → 4)) has 12 parameters, the file holds 9.
     """
     path = Path(path)
     with np.load(path, allow_pickle=False) as data:
