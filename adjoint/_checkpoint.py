@@ -150,6 +150,29 @@ def binomial_forward_steps(n_steps: int, n_snapshots: int) -> int:
     ``t(N, s) + 1`` steps in all and recomputes ``t(N, s) + 1 - N`` of them
     (:attr:`CheckpointStats.optimal_recomputed_steps`).
 
+    Parameters
+    ----------
+    n_steps : int
+        ``N``, the number of steps, at least 1.
+    n_snapshots : int
+        ``s``, the number of snapshots, at least 1.
+
+    Returns
+    -------
+    int
+        ``t(N, s)``; ``N - 1`` when ``s ≥ N - 1`` (nothing recomputed).
+
+    Raises
+    ------
+    TypeError
+        If an argument is not an integer.
+    ValueError
+        If an argument is below 1.
+
+    See Also
+    --------
+    Checkpointing : the binomial schedule reaches this count.
+
     Examples
     --------
     >>> binomial_forward_steps(10, 1)  # one snapshot: 9 + 8 + ... + 1
@@ -357,6 +380,24 @@ class Checkpointing:
         afterwards) in ``directory`` (default: the system's temporary
         directory), for sequences whose snapshots outgrow the memory.  The
         operating system pages the file; ``memory`` then bounds the file.
+    directory : str or os.PathLike, optional
+        Where ``storage='disk'`` puts its file.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``schedule`` or ``storage``; when a binomial or
+        periodic schedule gets both or neither of ``n_snapshots`` and
+        ``memory``, or ``'store_all'`` gets either; for ``n_snapshots`` below
+        1 or a ``memory`` that is not a positive size.
+    TypeError
+        For an ``n_snapshots`` that is not an integer or a ``memory`` that is
+        neither a number nor a string.
+
+    See Also
+    --------
+    checkpointed_gradient : run a schedule directly.
+    binomial_forward_steps : the count the binomial schedule reaches.
 
     Notes
     -----
@@ -390,6 +431,8 @@ class Checkpointing:
     Checkpointing('binomial', n_snapshots=20)
     >>> Checkpointing(memory="100 MB")
     Checkpointing('binomial', memory=100000000)
+    >>> Checkpointing("store_all").stores_all
+    True
     """
 
     def __init__(
@@ -446,6 +489,7 @@ class Checkpointing:
 
     @property
     def stores_all(self) -> bool:
+        """True for the ``'store_all'`` schedule (nothing recomputed)."""
         return self.schedule == "store_all"
 
     def snapshots_for(self, seq: SequenceBase) -> int:
@@ -510,6 +554,24 @@ class CheckpointStats:
         ``'memory'`` or ``'disk'``.
     seconds : float
         Wall time of the forward and backward sweeps.
+
+    See Also
+    --------
+    checkpointed_gradient, CheckpointResult
+
+    Examples
+    --------
+    :func:`checkpointed_gradient` fills one in; ``str`` gives one line.  The
+    binomial schedule on ``N = 10`` steps with ``s = 3`` snapshots:
+
+    >>> from adjoint import CheckpointStats, binomial_forward_steps
+    >>> optimum = binomial_forward_steps(10, 3) + 1 - 10
+    >>> stats = CheckpointStats("binomial", n_steps=10, n_snapshots=3,
+    ...                         snapshots=3, forward_steps=16,
+    ...                         recomputed_steps=6,
+    ...                         optimal_recomputed_steps=optimum, peak_bytes=32)
+    >>> print(stats)  # doctest: +ELLIPSIS
+    binomial: N = 10, 3 snapshots held (of 3), 6 steps recomputed (optimum 6), ...
     """
 
     schedule: str
@@ -541,13 +603,47 @@ class CheckpointStats:
 class CheckpointResult:
     """Cost and gradient of a checkpointed sweep, with its statistics.
 
+    Returned by :func:`checkpointed_gradient`.
+
     Attributes
     ----------
     J : float
+        The cost.
     grad_x0 : ndarray, shape of ``x0``
+        ``cost_weight · dJ/dx0``.
     grad_thetas : ndarray, shape of ``thetas``
+        ``cost_weight · dJ/dθ``.
     grad_p : ndarray, shape of ``p``
+        ``cost_weight · dJ/dp``.
     stats : CheckpointStats
+        Memory and recomputation of the run.
+
+    Examples
+    --------
+    The logistic map ``x_{k+1} = p x_k (1 - x_k)`` over ten steps with cost
+    ``J = x_N``:
+
+    >>> import adjoint
+    >>> def step(k, x, theta, p, consts, out):
+    ...     out[0] = p[0] * x[0] * (1.0 - x[0])
+    ...     return 0
+    >>> def step_vjp(k, x, theta, p, consts, lam, x_bar, theta_bar, p_bar):
+    ...     x_bar[0] += p[0] * (1.0 - 2.0 * x[0]) * lam[0]
+    ...     p_bar[0] += x[0] * (1.0 - x[0]) * lam[0]
+    ...     return 0
+    >>> def phi(x, p, consts, data):
+    ...     return x[0]
+    >>> def phi_vjp(x, p, consts, data, phi_bar, x_bar, p_bar):
+    ...     x_bar[0] += phi_bar
+    ...     return 0
+    >>> seq = adjoint.Sequence(step, step_vjp, n=1, N=10, n_p=1,
+    ...                        terminal_cost=phi, terminal_cost_vjp=phi_vjp)
+    >>> res = adjoint.checkpointed_gradient(
+    ...     seq, [0.2], p=[2.5], checkpoint=adjoint.Checkpointing(n_snapshots=3))
+    >>> round(res.J, 6), res.grad_p.round(6).tolist(), res.grad_thetas.shape
+    (0.6, [0.160625], (10, 0))
+    >>> res.stats.recomputed_steps
+    6
     """
 
     J: float
@@ -625,6 +721,7 @@ def checkpointed_gradient(
     x0, thetas, p : array_like
         As for the forward sweep.
     checkpoint : Checkpointing
+        The schedule and its memory.
     cost_weight : float
         Weight of ``J`` in the backward sweep (1 for the gradient of ``J``).
 
@@ -636,10 +733,58 @@ def checkpointed_gradient(
 
     Raises
     ------
+    TypeError
+        If ``checkpoint`` is not a :class:`Checkpointing`.
+    ValueError
+        For inputs of the wrong shape, or a ``memory`` budget too small for
+        two states.
     NotImplementedError
         If the sequence kind has no segment hooks.
     SweepError
         If a sweep fails, as for store-all.
+
+    See Also
+    --------
+    Checkpointing : usually passed to :class:`Objective` instead, which then
+        uses it for every gradient.
+
+    Notes
+    -----
+    The gradient is bit for bit the one of store-all (same arithmetic on
+    recomputed states); memory is at most ``s + 1`` states plus a fixed
+    working set, time ``N`` plus the recomputed steps (``stats``).
+
+    Examples
+    --------
+    The logistic map ``x_{k+1} = p x_k (1 - x_k)`` over ten steps with cost
+    ``J = x_N``, reversed with three snapshots; the gradient equals
+    store-all's and the recomputation is the binomial optimum:
+
+    >>> import adjoint
+    >>> def step(k, x, theta, p, consts, out):
+    ...     out[0] = p[0] * x[0] * (1.0 - x[0])
+    ...     return 0
+    >>> def step_vjp(k, x, theta, p, consts, lam, x_bar, theta_bar, p_bar):
+    ...     x_bar[0] += p[0] * (1.0 - 2.0 * x[0]) * lam[0]
+    ...     p_bar[0] += x[0] * (1.0 - x[0]) * lam[0]
+    ...     return 0
+    >>> def phi(x, p, consts, data):
+    ...     return x[0]
+    >>> def phi_vjp(x, p, consts, data, phi_bar, x_bar, p_bar):
+    ...     x_bar[0] += phi_bar
+    ...     return 0
+    >>> seq = adjoint.Sequence(step, step_vjp, n=1, N=10, n_p=1,
+    ...                        terminal_cost=phi, terminal_cost_vjp=phi_vjp)
+    >>> res = adjoint.checkpointed_gradient(
+    ...     seq, [0.2], p=[2.5], checkpoint=adjoint.Checkpointing(n_snapshots=3))
+    >>> full = adjoint.checkpointed_gradient(
+    ...     seq, [0.2], p=[2.5], checkpoint=adjoint.Checkpointing("store_all"))
+    >>> bool((res.grad_p == full.grad_p).all()), res.grad_p.round(6).tolist()
+    (True, [0.160625])
+    >>> res.stats.snapshots, res.stats.recomputed_steps
+    (3, 6)
+    >>> res.stats.optimal_recomputed_steps
+    6
     """
     if not isinstance(checkpoint, Checkpointing):
         raise TypeError(f"`checkpoint` must be a Checkpointing, got {checkpoint!r}.")

@@ -112,12 +112,35 @@ class Constraint:
     lower, upper : float or array_like of shape (q,)
         Bounds; equal bounds make an equality, ``±inf`` drops a side.
     name : str, optional
-        Label for reports.
+        Label for reports (default the name of ``fun``).
+
+    Raises
+    ------
+    TypeError
+        If ``fun`` (or a given ``jac``) is not callable.  Steps, sizes and
+        bounds are checked when a :class:`ControlProblem` binds the
+        constraint (see :class:`ConstraintSet`).
 
     See Also
     --------
     terminal_equality, terminal_inequality, path_inequality, state_bound,
     final_state : shortcuts for common cases.
+
+    Examples
+    --------
+    A bound ``x_0² + x_1² ≤ 1`` at every step; :meth:`local` gives the value
+    and its partial derivatives at one state (here by complex step):
+
+    >>> import numpy as np
+    >>> from adjoint import Constraint
+    >>> def radius(x, p):
+    ...     return x[0] ** 2 + x[1] ** 2
+    >>> c = Constraint(radius, steps="all", lower=-np.inf, upper=1.0)
+    >>> c
+    Constraint('radius', steps='all')
+    >>> value, dc_dx, dc_dp = c.local(np.array([0.6, 0.8]), np.zeros(0))
+    >>> value.round(12).tolist(), dc_dx.round(12).tolist(), dc_dp.shape
+    ([1.0], [[1.2, 1.6]], (1, 0))
     """
 
     def __init__(
@@ -142,7 +165,21 @@ class Constraint:
         self.name = name or getattr(fun, "__name__", "c")
 
     def local(self, x, p) -> tuple[NDArray, NDArray, NDArray]:
-        """``(c, dc_dx, dc_dp)`` at one state (complex step when no ``jac``)."""
+        """``(c, dc_dx, dc_dp)`` at one state (complex step when no ``jac``).
+
+        Parameters
+        ----------
+        x : ndarray, shape (n,)
+            The state.
+        p : ndarray, shape (n_p,)
+            The full parameter vector.
+
+        Returns
+        -------
+        c : ndarray, shape (q,)
+        dc_dx : ndarray, shape (q, n)
+        dc_dp : ndarray, shape (q, n_p)
+        """
         c = np.atleast_1d(np.asarray(self.fun(x, p), dtype=np.float64))
         if self.jac is not None:
             dc_dx, dc_dp = self.jac(x, p)
@@ -167,28 +204,158 @@ class Constraint:
 def terminal_equality(
     fun, value: ArrayLike = 0.0, *, jac=None, name=None
 ) -> Constraint:
-    """``c(x_N, p) = value``."""
+    """``c(x_N, p) = value``: an equality on the final state.
+
+    Parameters
+    ----------
+    fun : callable
+        ``fun(x, p) -> array_like, shape (q,)`` (see :class:`Constraint`).
+    value : float or array_like of shape (q,)
+        The value ``c`` must take (default 0).
+    jac : callable, optional
+        ``jac(x, p) -> (dc_dx, dc_dp)``; default complex step on ``fun``.
+    name : str, optional
+        Label for reports.
+
+    Returns
+    -------
+    Constraint
+
+    Raises
+    ------
+    TypeError
+        If ``fun`` or ``jac`` is not callable.
+
+    Examples
+    --------
+    >>> from adjoint import terminal_equality
+    >>> c = terminal_equality(lambda x, p: x[0] - x[1], 2.0, name="gap")
+    >>> c, c.lower, c.upper
+    (Constraint('gap', steps='final'), 2.0, 2.0)
+    """
     return Constraint(fun, jac, steps="final", lower=value, upper=value, name=name)
 
 
 def terminal_inequality(
     fun, *, lower=-np.inf, upper=0.0, jac=None, name=None
 ) -> Constraint:
-    """``lower ≤ c(x_N, p) ≤ upper`` (default ``c ≤ 0``)."""
+    """``lower ≤ c(x_N, p) ≤ upper`` (default ``c ≤ 0``) on the final state.
+
+    Parameters
+    ----------
+    fun : callable
+        ``fun(x, p) -> array_like, shape (q,)`` (see :class:`Constraint`).
+    lower, upper : float or array_like of shape (q,)
+        Bounds; ``±inf`` drops a side.
+    jac : callable, optional
+        ``jac(x, p) -> (dc_dx, dc_dp)``; default complex step on ``fun``.
+    name : str, optional
+        Label for reports.
+
+    Returns
+    -------
+    Constraint
+
+    Raises
+    ------
+    TypeError
+        If ``fun`` or ``jac`` is not callable.
+
+    Examples
+    --------
+    >>> from adjoint import terminal_inequality
+    >>> c = terminal_inequality(lambda x, p: x[:1], upper=5.0, name="height")
+    >>> c.steps, c.lower, c.upper
+    ('final', -inf, 5.0)
+    """
     return Constraint(fun, jac, steps="final", lower=lower, upper=upper, name=name)
 
 
 def path_inequality(
     fun, *, lower=-np.inf, upper=0.0, steps="all", jac=None, name=None
 ) -> Constraint:
-    """``lower ≤ c(x_k, p) ≤ upper`` at every state ``x_1 … x_N`` (default)."""
+    """``lower ≤ c(x_k, p) ≤ upper`` at every state ``x_1 … x_N`` (default).
+
+    Each step adds ``q`` rows to the problem's constraints, so a path
+    constraint on a long sequence has many rows; :meth:`ConstraintSet.jacobian`
+    then prefers forward mode (one tangent sweep per unknown).
+
+    Parameters
+    ----------
+    fun : callable
+        ``fun(x, p) -> array_like, shape (q,)`` (see :class:`Constraint`).
+    lower, upper : float or array_like of shape (q,)
+        Bounds (default ``c ≤ 0``); ``±inf`` drops a side.
+    steps : 'all', 'final' or sequence of int
+        The states it applies to (default ``'all'``, ``x_1 … x_N``).
+    jac : callable, optional
+        ``jac(x, p) -> (dc_dx, dc_dp)``; default complex step on ``fun``.
+    name : str, optional
+        Label for reports.
+
+    Returns
+    -------
+    Constraint
+
+    Raises
+    ------
+    TypeError
+        If ``fun`` or ``jac`` is not callable.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from adjoint import path_inequality
+    >>> c = path_inequality(lambda x, p: x[0] * x[1], lower=-1.0, upper=1.0)
+    >>> c.steps
+    'all'
+    >>> value, dc_dx, _ = c.local(np.array([2.0, 3.0]), np.zeros(0))
+    >>> value.tolist(), dc_dx.round(12).tolist()
+    ([6.0], [[3.0, 2.0]])
+    """
     return Constraint(fun, jac, steps=steps, lower=lower, upper=upper, name=name)
 
 
 def state_bound(
     index: int, *, lower=-np.inf, upper=np.inf, steps="all", name=None
 ) -> Constraint:
-    """``lower ≤ x_k[index] ≤ upper`` along the path (a bound on one state)."""
+    """``lower ≤ x_k[index] ≤ upper`` along the path (a bound on one state).
+
+    The constraint has an exact Jacobian (one 1 in ``dc_dx``), so it needs no
+    complex step.  A bound on a control is not a state bound: give it to
+    :class:`ControlProblem` as ``u_lower`` and ``u_upper``.
+
+    Parameters
+    ----------
+    index : int
+        Which state entry is bounded.
+    lower, upper : float
+        Bounds (default unbounded); ``±inf`` drops a side.
+    steps : 'all', 'final' or sequence of int
+        The states it applies to (default ``'all'``, ``x_1 … x_N``).
+    name : str, optional
+        Label for reports (default ``'x[index] bound'``).
+
+    Returns
+    -------
+    Constraint
+
+    Raises
+    ------
+    TypeError
+        If ``index`` is not a number.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from adjoint import state_bound
+    >>> c = state_bound(1, upper=2.0)
+    >>> c
+    Constraint('x[1] bound', steps='all')
+    >>> value, dc_dx, _ = c.local(np.array([0.5, 3.0]), np.zeros(0))
+    >>> value.tolist(), dc_dx.tolist()
+    ([3.0], [[0.0, 1.0]])
+    """
     index = int(index)
 
     def fun(x, p):
@@ -210,7 +377,40 @@ def state_bound(
 
 
 def final_state(values: ArrayLike, indices=None, *, name=None) -> Constraint:
-    """``x_N[indices] = values``: fix (some of) the final state."""
+    """``x_N[indices] = values``: fix (some of) the final state.
+
+    Parameters
+    ----------
+    values : float or array_like, shape (q,)
+        The final values.
+    indices : int or sequence of int, optional
+        Which state entries they fix (default the first ``q``).
+    name : str, optional
+        Label for reports (default ``'final state'``).
+
+    Returns
+    -------
+    Constraint
+        An equality with an exact Jacobian.
+
+    Raises
+    ------
+    ValueError
+        If ``indices`` and ``values`` differ in length.
+
+    Examples
+    --------
+    Fix the final velocity ``x_N[1] = 0``:
+
+    >>> import numpy as np
+    >>> from adjoint import final_state
+    >>> c = final_state(0.0, indices=1)
+    >>> c, c.lower.tolist()
+    (Constraint('final state', steps='final'), [0.0])
+    >>> value, dc_dx, _ = c.local(np.array([0.5, 3.0]), np.zeros(0))
+    >>> value.tolist(), dc_dx.tolist()
+    ([3.0], [[0.0, 1.0]])
+    """
     values = np.atleast_1d(np.asarray(values, dtype=np.float64))
     idx = np.arange(values.size) if indices is None else np.atleast_1d(indices)
     idx = np.asarray(idx, dtype=np.intp)
@@ -242,6 +442,68 @@ class ConstraintSet:
     Rows stack constraint by constraint, step by step within a constraint.
     Values and local partial derivatives are computed once per ``w`` and
     reused by :meth:`values`, :meth:`jacobian` and :meth:`vjp`.
+    :class:`ControlProblem` builds one as its ``constraints`` attribute; there
+    is rarely a reason to build one directly.
+
+    Parameters
+    ----------
+    problem : ControlProblem
+        The problem whose states the constraints read.
+    constraints : Constraint or sequence of Constraint
+        The constraints (none by default).
+
+    Attributes
+    ----------
+    lower, upper : ndarray, shape (n_rows,)
+        Bounds of every row.
+    names : list of str
+        A label per row (``'name[j] at step k'``).
+    n_rows : int
+        Number of rows; also ``len(set)``.
+    is_equality : ndarray of bool, shape (n_rows,)
+        Rows whose bounds are equal.
+
+    Raises
+    ------
+    TypeError
+        If an entry of ``constraints`` is not a :class:`Constraint`.
+    ValueError
+        If a constraint names a step outside ``0 … N``, has bounds of the
+        wrong size or holding NaN, or a lower bound above its upper bound.
+
+    Examples
+    --------
+    The problem of the :class:`ControlProblem` example with ``x_N = 1`` and
+    ``x_k ≤ 0.4`` at every step: five rows.
+
+    >>> import adjoint
+    >>> def step(k, x, theta, p, consts, out):
+    ...     out[0] = x[0] + consts[0] * theta[0]
+    ...     return 0
+    >>> def step_vjp(k, x, theta, p, consts, lam, x_bar, theta_bar, p_bar):
+    ...     x_bar[0] += lam[0]
+    ...     theta_bar[0] += consts[0] * lam[0]
+    ...     return 0
+    >>> def cost(k, x, theta, p, consts, data):
+    ...     return consts[0] * theta[0] ** 2
+    >>> def cost_vjp(k, x, theta, p, consts, data, g_bar, x_bar, theta_bar, p_bar):
+    ...     theta_bar[0] += g_bar * 2.0 * consts[0] * theta[0]
+    ...     return 0
+    >>> seq = adjoint.Sequence(step, step_vjp, n=1, N=4, m=1, consts=[0.25],
+    ...                        running_cost=cost, running_cost_vjp=cost_vjp)
+    >>> problem = adjoint.ControlProblem(
+    ...     seq, [0.0],
+    ...     constraints=[adjoint.final_state([1.0]), adjoint.state_bound(0, upper=0.4)])
+    >>> cons = problem.constraints
+    >>> len(cons), cons.names[1]
+    (5, 'x[0] bound[0] at step 1')
+    >>> w = problem.pack(0.5)
+    >>> cons.values(w).tolist()
+    [0.5, 0.125, 0.25, 0.375, 0.5]
+    >>> cons.violation(w)
+    0.5
+    >>> cons.jacobian(w).tolist()[0]  # dx_N/du_k = h
+    [0.25, 0.25, 0.25, 0.25]
     """
 
     def __init__(self, problem, constraints=()):
@@ -526,6 +788,55 @@ def optimise(
     NotImplementedError
         For a method that takes neither bounds nor constraints when the
         problem has them (the message names the alternatives).
+    ValueError
+        For an unknown ``constraint_handling``, a ``w0`` of the wrong shape,
+        or options that ``'quadratic'`` does not take.
+
+    Warns
+    -----
+    UserWarning
+        When ``w0`` lies outside the bounds (it is clipped), or when
+        ``constraint_handling`` has no effect.
+
+    See Also
+    --------
+    ControlProblem, check_control_problem
+
+    Notes
+    -----
+    A sweep that fails at a trial point (:class:`SweepError`, a state gone
+    non-finite) counts as an infinite cost, so line searches step back; the
+    result's ``failed_sweeps`` says how often that happened.
+
+    Examples
+    --------
+    Steer ``x_{k+1} = x_k + h u_k`` from 0 to 1 in four steps at least
+    ``Σ_k h u_k²`` (optimum ``u = 1``, ``J = 1``), first with SLSQP, then with
+    L-BFGS-B and the augmented Lagrangian:
+
+    >>> import adjoint
+    >>> def step(k, x, theta, p, consts, out):
+    ...     out[0] = x[0] + consts[0] * theta[0]
+    ...     return 0
+    >>> def step_vjp(k, x, theta, p, consts, lam, x_bar, theta_bar, p_bar):
+    ...     x_bar[0] += lam[0]
+    ...     theta_bar[0] += consts[0] * lam[0]
+    ...     return 0
+    >>> def cost(k, x, theta, p, consts, data):
+    ...     return consts[0] * theta[0] ** 2
+    >>> def cost_vjp(k, x, theta, p, consts, data, g_bar, x_bar, theta_bar, p_bar):
+    ...     theta_bar[0] += g_bar * 2.0 * consts[0] * theta[0]
+    ...     return 0
+    >>> seq = adjoint.Sequence(step, step_vjp, n=1, N=4, m=1, consts=[0.25],
+    ...                        running_cost=cost, running_cost_vjp=cost_vjp)
+    >>> problem = adjoint.ControlProblem(
+    ...     seq, [0.0], constraints=[adjoint.final_state([1.0])])
+    >>> result = adjoint.optimise(problem)
+    >>> result.success, result.x.round(6).tolist(), round(result.fun, 6)
+    (True, [1.0, 1.0, 1.0, 1.0], 1.0)
+    >>> result = adjoint.optimise(problem, method="L-BFGS-B")
+    >>> result.success, result.x.round(6).tolist(), result.max_violation < 1e-8
+    (True, [1.0, 1.0, 1.0, 1.0], True)
     """
     # Check inputs and choose the route
     cons = problem.constraints
@@ -899,9 +1210,57 @@ def check_control_problem(problem, w=None, *, rng=None):
     ``w`` (default a point inside the bounds), then checks every constraint
     Jacobian, in forward and in reverse mode, against complex step.
 
+    Parameters
+    ----------
+    problem : ControlProblem
+    w : array_like, shape (size,), optional
+        Where to check.  Default: the midpoint of the bounds where both are
+        finite, 0.5 inside a single finite bound, 0 where unbounded.  A point
+        where controls sit on a bound or vanish can hide errors; prefer a
+        varied ``w``.
+    rng : numpy.random.Generator, optional
+        For the random directions (default seeded, so reports repeat).
+
     Returns
     -------
     GradientReport
+        ``str(report)`` is a table; ``report.passed`` is True when every
+        check met its target.
+
+    Raises
+    ------
+    ValueError
+        If ``w`` has the wrong shape or is not finite.
+    NotImplementedError
+        If the problem has constraints and the sequence has no complex-step
+        forward sweep (the constraint-Jacobian check needs one).
+
+    Examples
+    --------
+    >>> import adjoint
+    >>> def step(k, x, theta, p, consts, out):
+    ...     out[0] = x[0] + consts[0] * theta[0]
+    ...     return 0
+    >>> def step_vjp(k, x, theta, p, consts, lam, x_bar, theta_bar, p_bar):
+    ...     x_bar[0] += lam[0]
+    ...     theta_bar[0] += consts[0] * lam[0]
+    ...     return 0
+    >>> def cost(k, x, theta, p, consts, data):
+    ...     return consts[0] * theta[0] ** 2
+    >>> def cost_vjp(k, x, theta, p, consts, data, g_bar, x_bar, theta_bar, p_bar):
+    ...     theta_bar[0] += g_bar * 2.0 * consts[0] * theta[0]
+    ...     return 0
+    >>> seq = adjoint.Sequence(step, step_vjp, n=1, N=4, m=1, consts=[0.25],
+    ...                        running_cost=cost, running_cost_vjp=cost_vjp)
+    >>> problem = adjoint.ControlProblem(
+    ...     seq, [0.0], constraints=[adjoint.final_state([1.0])])
+    >>> w = problem.pack([0.3, -1.0, 2.0, 0.5])
+    >>> report = adjoint.check_control_problem(problem, w)
+    >>> report.passed
+    True
+    >>> [line[0] for line in report.lines]  # doctest: +NORMALIZE_WHITESPACE
+    ['complex step vs adjoint (rel.)', 'central differences vs adjoint',
+     'Taylor remainder orders', 'constraint Jac. reverse vs cstep']
     """
     rng = np.random.default_rng(5) if rng is None else rng
     if w is None:

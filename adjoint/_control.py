@@ -95,18 +95,50 @@ class PiecewiseConstant(_Parameterisation):
     ``floor(k · n_intervals / N) = j``, so a fine integration grid can carry a
     coarser control.
 
+    The matrix ``P`` of ``θ = P U`` has ``P[k, j] = 1`` where step ``k`` lies
+    in interval ``j`` and 0 elsewhere.
+
     Parameters
     ----------
     n_intervals : int, optional
         Number of control intervals (at most ``N``).
+
+    Raises
+    ------
+    TypeError
+        If ``n_intervals`` is not an integer.
+    ValueError
+        If ``n_intervals`` is below 1, or (from :meth:`n_nodes` and
+        :meth:`matrix`) above the number of steps ``N``.
+
+    See Also
+    --------
+    PiecewiseLinear : continuous controls.
+    ControlProblem : takes one as ``control=``.
+
+    Examples
+    --------
+    Two intervals over four steps: steps 0 and 1 take the first node value,
+    steps 2 and 3 the second.
+
+    >>> from adjoint import PiecewiseConstant
+    >>> pc = PiecewiseConstant(2)
+    >>> pc.n_nodes(4)
+    2
+    >>> pc.matrix(4).toarray().tolist()
+    [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]
+    >>> pc.node_positions(4).tolist()
+    [0.0, 0.5]
     """
 
     kind = "constant"
 
     def n_nodes(self, N: int) -> int:
+        """Number of node values on ``N`` steps: one per interval."""
         return self._intervals(N)
 
     def matrix(self, N: int) -> sp.csr_matrix:
+        """The sparse ``P`` of ``θ = P U``, shape (N, n_nodes)."""
         M = self._intervals(N)
         k = np.arange(N)
         j = (k * M) // N
@@ -128,18 +160,50 @@ class PiecewiseLinear(_Parameterisation):
     this is second-order accurate; do not expect the order of a scheme that
     evaluates the control at its stage times.
 
+    With ``M = n_intervals`` and the step midpoint ``μ_k = (k + ½) M / N`` in
+    node units, ``θ_k = (1 - f_k) U[j_k] + f_k U[j_k + 1]`` where
+    ``j_k = min(floor(μ_k), M - 1)`` and ``f_k = μ_k - j_k``.
+
     Parameters
     ----------
     n_intervals : int, optional
         Number of linear pieces (default: one per step, ``N + 1`` nodes).
+
+    Raises
+    ------
+    TypeError
+        If ``n_intervals`` is not an integer.
+    ValueError
+        If ``n_intervals`` is below 1, or (from :meth:`n_nodes` and
+        :meth:`matrix`) above the number of steps ``N``.
+
+    See Also
+    --------
+    PiecewiseConstant : one value per interval.
+
+    Examples
+    --------
+    Two pieces (three nodes) over four steps; each row averages the two
+    nodes around the step's midpoint:
+
+    >>> from adjoint import PiecewiseLinear
+    >>> pl = PiecewiseLinear(2)
+    >>> pl.n_nodes(4)
+    3
+    >>> pl.matrix(4).toarray().tolist()
+    [[0.75, 0.25, 0.0], [0.25, 0.75, 0.0], [0.0, 0.75, 0.25], [0.0, 0.25, 0.75]]
+    >>> pl.node_positions(4).tolist()
+    [0.0, 0.5, 1.0]
     """
 
     kind = "linear"
 
     def n_nodes(self, N: int) -> int:
+        """Number of node values on ``N`` steps: ``n_intervals + 1``."""
         return self._intervals(N) + 1
 
     def matrix(self, N: int) -> sp.csr_matrix:
+        """The sparse ``P`` of ``θ = P U``, shape (N, n_nodes)."""
         M = self._intervals(N)
         mid = (np.arange(N) + 0.5) / N * M  # step midpoints in node units
         left = np.minimum(np.floor(mid).astype(int), M - 1)
@@ -150,6 +214,7 @@ class PiecewiseLinear(_Parameterisation):
         return sp.csr_matrix((vals, (rows, cols)), shape=(N, M + 1))
 
     def node_positions(self, N: int) -> NDArray[np.float64]:
+        """Where each node sits, as a fraction of the horizon (ends included)."""
         M = self._intervals(N)
         return np.arange(M + 1) / M
 
@@ -177,12 +242,27 @@ def time_scaled(f_exprs, T):
 
     Parameters
     ----------
-    f_exprs : sequence of sympy expressions
-    T : sympy Symbol
+    f_exprs : sequence of sympy.Expr, length n
+        The right-hand side ``f(x, u)`` in physical time ``t``.
+    T : sympy.Symbol
+        The final time (the horizon ``T``), to be one of the parameters.
 
     Returns
     -------
-    list of sympy expressions
+    list of sympy.Expr, length n
+        ``T · f_i`` for each ``i``.
+
+    See Also
+    --------
+    ControlProblem : its ``final_time=`` names the index of ``T`` in ``p``.
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from adjoint import time_scaled
+    >>> x, v, u, T = sp.symbols("x v u T")
+    >>> time_scaled([v, u], T)
+    [T*v, T*u]
     """
     return [T * f for f in f_exprs]
 
@@ -197,11 +277,36 @@ class ControlResult(OptimizeResult):
     ``success``, ``message``) it holds ``table``, rows ``(name, value,
     stderr_or_None)`` to print, ``max_violation`` (the largest constraint
     violation at ``x``, 0 without constraints) and ``sweeps`` (forward,
-    adjoint and tangent sweeps run).
+    adjoint and tangent sweeps run).  :func:`optimise` returns one.
+
+    Parameters
+    ----------
+    **fields
+        The fields, as for :class:`scipy.optimize.OptimizeResult` (a dict
+        whose keys are also attributes).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from adjoint import ControlResult
+    >>> res = ControlResult(x=np.array([1.0, 2.0]), fun=0.5, success=True,
+    ...                     message="converged", jac=np.zeros(2))
+    >>> res.fun
+    0.5
+    >>> res.to_json()  # arrays become lists; jac is left out
+    {'x': [1.0, 2.0], 'fun': 0.5, 'success': True, 'message': 'converged'}
     """
 
     def to_json(self) -> dict:
-        """The result as a dict of JSON-able values (lists, floats, str)."""
+        """The result as a dict of JSON-able values (lists, floats, str).
+
+        Callables and the fields ``jac``, ``hess_inv``, ``constr`` and ``v``
+        are left out; arrays become lists and non-finite floats ``None``.
+
+        Returns
+        -------
+        dict
+        """
         out: dict[str, Any] = {}
         for key, value in self.items():
             if callable(value) or key in ("jac", "hess_inv", "constr", "v"):
@@ -285,15 +390,64 @@ class ControlProblem:
 
     Raises
     ------
+    TypeError
+        When ``seq`` is not a sequence, or not a homogeneous one with per-step
+        parameters of shape (N, m); when ``control`` is none of the accepted
+        kinds or ``free_p`` holds a non-integer.
     ValueError
         When a lower bound exceeds its upper bound, an index is out of range or
         the sequence has no per-step controls.
+
+    See Also
+    --------
+    optimise : minimise the problem with SciPy.
+    check_control_problem : gradient and constraint-Jacobian checks.
+    Constraint : state constraints.
 
     Notes
     -----
     ``w`` stacks ``U`` row-major (node by node, all ``m`` controls of a node
     together), then the free parameters.  Methods that take ``w`` reuse the
     forward sweep when called twice at the same ``w``.
+
+    Cost: :meth:`value_and_grad` is one forward and one adjoint sweep plus a
+    sparse product with ``Pᵀ``, whatever the number of unknowns.
+
+    Examples
+    --------
+    Steer ``x_{k+1} = x_k + h u_k`` from 0 to 1 in four steps of ``h = 1/4``
+    at least control energy ``J = Σ_k h u_k²`` (the optimum is ``u = 1``,
+    ``J = 1``):
+
+    >>> import adjoint
+    >>> def step(k, x, theta, p, consts, out):
+    ...     out[0] = x[0] + consts[0] * theta[0]
+    ...     return 0
+    >>> def step_vjp(k, x, theta, p, consts, lam, x_bar, theta_bar, p_bar):
+    ...     x_bar[0] += lam[0]
+    ...     theta_bar[0] += consts[0] * lam[0]
+    ...     return 0
+    >>> def cost(k, x, theta, p, consts, data):
+    ...     return consts[0] * theta[0] ** 2
+    >>> def cost_vjp(k, x, theta, p, consts, data, g_bar, x_bar, theta_bar, p_bar):
+    ...     theta_bar[0] += g_bar * 2.0 * consts[0] * theta[0]
+    ...     return 0
+    >>> seq = adjoint.Sequence(step, step_vjp, n=1, N=4, m=1, consts=[0.25],
+    ...                        running_cost=cost, running_cost_vjp=cost_vjp)
+    >>> problem = adjoint.ControlProblem(
+    ...     seq, [0.0], u_lower=-2.0, u_upper=2.0,
+    ...     constraints=[adjoint.final_state([1.0])])
+    >>> problem.size, problem.has_bounds
+    (4, True)
+    >>> w = problem.pack(0.5)
+    >>> J, grad = problem.value_and_grad(w)
+    >>> round(J, 6), grad.round(6).tolist()
+    (0.25, [0.25, 0.25, 0.25, 0.25])
+    >>> problem.states(w).ravel().round(6).tolist()
+    [0.0, 0.125, 0.25, 0.375, 0.5]
+    >>> result = adjoint.optimise(problem, w)
+    >>> result.x.round(6).tolist(), round(result.fun, 6)
+    ([1.0, 1.0, 1.0, 1.0], 1.0)
     """
 
     def __init__(
@@ -405,6 +559,11 @@ class ControlProblem:
         ``controls`` may be a scalar (the same value everywhere) or, for one
         control, shape ``(n_nodes,)``; ``p_free`` defaults to the current
         values of the free entries of ``p``.
+
+        Raises
+        ------
+        ValueError
+            If ``controls`` or ``p_free`` has the wrong shape.
         """
         U = np.asarray(controls, dtype=np.float64)
         if U.ndim == 0:
@@ -484,6 +643,7 @@ class ControlProblem:
         return J, self._from_z_bar(g)
 
     def grad(self, w) -> NDArray:
+        """``dJ/dw``, shape (size,): one forward and one adjoint sweep."""
         return self.value_and_grad(w)[1]
 
     def vjp(self, w, xs_bar, cost_weight: float = 0.0) -> NDArray:
@@ -517,14 +677,17 @@ class ControlProblem:
 
     @property
     def has_tangent(self) -> bool:
+        """True when the sequence has tangent sweeps (so :meth:`jvp` works)."""
         return self.seq._has_tangent()
 
     # ---- bounds ----
 
     def lower(self) -> NDArray:
+        """Lower bounds on ``w``, shape (size,) (``-inf`` where unbounded)."""
         return np.concatenate([np.tile(self.u_lower, self.n_nodes), self.p_lower])
 
     def upper(self) -> NDArray:
+        """Upper bounds on ``w``, shape (size,) (``inf`` where unbounded)."""
         return np.concatenate([np.tile(self.u_upper, self.n_nodes), self.p_upper])
 
     def bounds(self) -> Bounds:
@@ -533,6 +696,7 @@ class ControlProblem:
 
     @property
     def has_bounds(self) -> bool:
+        """True when any entry of ``w`` has a finite bound."""
         return bool(np.isfinite(self.lower()).any() or np.isfinite(self.upper()).any())
 
     def clip(self, w, *, name: str = "w") -> NDArray:

@@ -23,11 +23,15 @@ UNKNOWN_NAMES = ("x0", "theta", "p")
 class Trajectory:
     """What a forward sweep keeps for the backward and tangent sweeps.
 
+    Made by the sequences' forward sweeps and returned by
+    :meth:`adjoint.Objective.trajectory`; users read it, they rarely build
+    one.  The fields are also the constructor's parameters, in this order.
+
     Attributes
     ----------
-    x0, thetas, p : the inputs of the sweep, as validated arrays (``thetas`` is a
-        list of arrays for a chain whose stages have parameters of their own
-        shapes).
+    x0, thetas, p : ndarray
+        The inputs of the sweep, as validated arrays (``thetas`` is a list of
+        arrays for a chain whose stages have parameters of their own shapes).
     xs : ndarray, shape (N + 1, n), or list of arrays
         The states ``x_0 … x_N``.
     J : float
@@ -35,6 +39,25 @@ class Trajectory:
     extra : dict
         Whatever a sequence kind needs to keep besides the states (stage
         values of an implicit step, checkpoint snapshots, counters).
+
+    Examples
+    --------
+    ``x_{k+1} = x_k + θ_k`` over three steps:
+
+    >>> import adjoint
+    >>> def step(k, x, theta, p, consts, out):
+    ...     out[0] = x[0] + theta[0]
+    ...     return 0
+    >>> def step_vjp(k, x, theta, p, consts, lam, x_bar, theta_bar, p_bar):
+    ...     x_bar[0] += lam[0]
+    ...     theta_bar[0] += lam[0]
+    ...     return 0
+    >>> seq = adjoint.Sequence(step, step_vjp, n=1, N=3, m=1)
+    >>> obj = adjoint.Objective(seq, x0=[0.0], thetas=[[1.0], [2.0], [3.0]],
+    ...                         wrt="theta")
+    >>> traj = obj.trajectory(obj.z0)
+    >>> traj.xs.ravel().tolist(), traj.J  # no cost kernels: J = 0
+    ([0.0, 1.0, 3.0, 6.0], 0.0)
     """
 
     x0: Any
@@ -69,7 +92,36 @@ class SequenceBase(ABC):
        ``_gradient_complex_impl(x0, thetas, p) -> (xs, J, grad_x0,
        grad_thetas, grad_p)``: forward and adjoint sweeps on ``complex128``.
 
-    The public methods validate inputs once and call these hooks.
+    The public methods validate inputs once and call these hooks.  Users do
+    not subclass it to write a model: :class:`adjoint.Sequence` (kernels),
+    :class:`adjoint.ODESequence` (ODE integrators) and :class:`adjoint.Chain`
+    (networks) are its subclasses; wrap one in :class:`adjoint.Objective`
+    for gradients.  The class takes no constructor arguments of its own.
+
+    Raises
+    ------
+    NotImplementedError
+        From the optional hooks a subclass does not implement, with a message
+        naming the alternative (finite differences, ``checkpoint=None``).
+
+    Examples
+    --------
+    Every sequence reports the sizes of its unknowns:
+
+    >>> import adjoint
+    >>> def step(k, x, theta, p, consts, out):
+    ...     out[0] = x[0] + theta[0] + theta[1]
+    ...     return 0
+    >>> def step_vjp(k, x, theta, p, consts, lam, x_bar, theta_bar, p_bar):
+    ...     x_bar[0] += lam[0]
+    ...     theta_bar[0] += lam[0]
+    ...     theta_bar[1] += lam[0]
+    ...     return 0
+    >>> seq = adjoint.Sequence(step, step_vjp, n=1, N=3, m=2)
+    >>> isinstance(seq, adjoint.SequenceBase)
+    True
+    >>> seq.sizes(), seq.theta_size(), seq.theta_shapes
+    ({'x0': 1, 'theta': 6, 'p': 0}, 6, [(2,), (2,), (2,)])
     """
 
     N: int
@@ -85,6 +137,7 @@ class SequenceBase(ABC):
         return [tuple(self.theta_shape[1:])] * self.N
 
     def theta_size(self) -> int:
+        """Number of scalars in all per-step parameters ``θ_0 … θ_{N-1}``."""
         if hasattr(self, "theta_shape"):  # one (N, m) block: skip the N shapes
             return int(np.prod(self.theta_shape))
         return int(sum(int(np.prod(s)) for s in self.theta_shapes))

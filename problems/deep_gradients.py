@@ -97,6 +97,7 @@ def residual_network(depth: int, width: int = WIDTH) -> Chain:
 
 
 def network(kind: str, depth: int, width: int = WIDTH) -> Chain:
+    """The ``'plain'`` or ``'residual'`` network of ``depth`` layers."""
     if kind not in KINDS:
         raise ValueError(f"`kind` must be 'plain' or 'residual'; got {kind!r}.")
     return (plain_network if kind == "plain" else residual_network)(depth, width)

@@ -128,17 +128,20 @@ def _rk4(x, f, consts, k, out):
 
 
 def heat_step(k, x, theta, p, consts, out):
+    """One RK4 step ``out = x_{k+1}`` of ``u' = L u + a(t) Σ_j p_j φ_j``."""
     _rk4(x, _source(p, consts, x), consts, k, out)
     return 0
 
 
 def heat_step_jvp(k, x, theta, p, consts, x_tan, theta_tan, p_tan, out):
+    """Tangent of :func:`heat_step`: the same step applied to the tangents."""
     # The step is linear in (x, p), so its tangent is the step of the tangents.
     _rk4(x_tan, _source(p_tan, consts, x_tan), consts, k, out)
     return 0
 
 
 def heat_step_vjp(k, x, theta, p, consts, lam, x_bar, theta_bar, p_bar):
+    """Adjoint of :func:`heat_step`: the RK4 stages in reverse order."""
     # Stages in reverse: K̄_4, w̄_4 = L K̄_4 (L is symmetric), K̄_3, …
     n = x.shape[0]
     h = consts[0]
@@ -181,6 +184,7 @@ def heat_step_vjp(k, x, theta, p, consts, lam, x_bar, theta_bar, p_bar):
 
 
 def sensor_misfit(k, x, theta, p, consts, data):
+    """``g_k = ½ Σ_s ((x_{i_s} − d_{k,s}) / σ)²`` over sensors with data."""
     n_s = int(consts[5])
     inv_var = 1.0 / (consts[6] * consts[6])
     g = 0.0 * x[0]
@@ -192,6 +196,7 @@ def sensor_misfit(k, x, theta, p, consts, data):
 
 
 def sensor_misfit_vjp(k, x, theta, p, consts, data, g_bar, x_bar, theta_bar, p_bar):
+    """Vector-Jacobian product of :func:`sensor_misfit`."""
     n_s = int(consts[5])
     inv_var = 1.0 / (consts[6] * consts[6])
     for s in range(n_s):
@@ -202,6 +207,7 @@ def sensor_misfit_vjp(k, x, theta, p, consts, data, g_bar, x_bar, theta_bar, p_b
 
 
 def ridge(x, p, consts, data):
+    """The ridge prior ``Φ = ½ α |p|²`` (the terminal cost)."""
     total = 0.0 * p[0]
     for j in range(p.shape[0]):
         total += p[j] * p[j]
@@ -209,6 +215,7 @@ def ridge(x, p, consts, data):
 
 
 def ridge_vjp(x, p, consts, data, phi_bar, x_bar, p_bar):
+    """Vector-Jacobian product of :func:`ridge`."""
     for j in range(p.shape[0]):
         p_bar[j] += phi_bar * consts[7] * p[j]
     return 0

@@ -90,6 +90,7 @@ REFERENCE = {"analysis_rmse_below": OBS_ERROR}
 
 
 def l96_rhs(t, x, p, u, out):
+    """Lorenz-96 ``f_i = (x_{i+1} − x_{i−2}) x_{i−1} − x_i + F`` (cyclic)."""
     n = x.shape[0]
     for i in range(n):
         out[i] = (x[(i + 1) % n] - x[i - 2]) * x[i - 1] - x[i] + p[0]
@@ -97,6 +98,7 @@ def l96_rhs(t, x, p, u, out):
 
 
 def l96_rhs_vjp(t, x, p, u, f_bar, x_bar, p_bar, u_bar):
+    """Vector-Jacobian product of :func:`l96_rhs`."""
     n = x.shape[0]
     for i in range(n):
         fb = f_bar[i]
@@ -109,6 +111,7 @@ def l96_rhs_vjp(t, x, p, u, f_bar, x_bar, p_bar, u_bar):
 
 
 def l96_rhs_jvp(t, x, p, u, x_tan, p_tan, u_tan, out):
+    """Jacobian-vector product of :func:`l96_rhs`."""
     n = x.shape[0]
     for i in range(n):
         out[i] = (
@@ -125,6 +128,7 @@ def l96_rhs_jvp(t, x, p, u, x_tan, p_tan, u_tan, out):
 
 
 def var_cost(k, x, theta, p, consts, data):
+    """Background term at ``k = 0``, observation misfit at ``k ≥ 1``."""
     n = x.shape[0]
     total = 0.0 * x[0]
     if k == 0:
@@ -140,6 +144,7 @@ def var_cost(k, x, theta, p, consts, data):
 
 
 def var_cost_vjp(k, x, theta, p, consts, data, g_bar, x_bar, theta_bar, p_bar):
+    """Vector-Jacobian product of :func:`var_cost`."""
     n = x.shape[0]
     if k == 0:
         for i in range(n):
@@ -155,6 +160,7 @@ def var_cost_vjp(k, x, theta, p, consts, data, g_bar, x_bar, theta_bar, p_bar):
 
 
 def obs_cost(x, p, consts, data):
+    """Observation misfit ``½ σ_o⁻² Σ_i (x_i − y_i)²`` at the final state."""
     total = 0.0 * x[0]
     for i in range(x.shape[0]):
         if not np.isnan(data[i]):
@@ -163,6 +169,7 @@ def obs_cost(x, p, consts, data):
 
 
 def obs_cost_vjp(x, p, consts, data, phi_bar, x_bar, p_bar):
+    """Vector-Jacobian product of :func:`obs_cost`."""
     for i in range(x.shape[0]):
         if not np.isnan(data[i]):
             x_bar[i] += phi_bar * consts[0] * (x[i] - data[i])

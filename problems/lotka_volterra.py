@@ -55,12 +55,14 @@ REFERENCE = {
 
 
 def rhs(t, x, p, u, out):
+    """``(α H − β H L, δ H L − γ L)`` with ``x = (H, L)``, ``p = (α, β, γ, δ)``."""
     out[0] = p[0] * x[0] - p[1] * x[0] * x[1]
     out[1] = p[3] * x[0] * x[1] - p[2] * x[1]
     return 0
 
 
 def rhs_vjp(t, x, p, u, f_bar, x_bar, p_bar, u_bar):
+    """Vector-Jacobian product of :func:`rhs`."""
     x_bar[0] += f_bar[0] * (p[0] - p[1] * x[1]) + f_bar[1] * p[3] * x[1]
     x_bar[1] += -f_bar[0] * p[1] * x[0] + f_bar[1] * (p[3] * x[0] - p[2])
     p_bar[0] += f_bar[0] * x[0]
@@ -71,6 +73,7 @@ def rhs_vjp(t, x, p, u, f_bar, x_bar, p_bar, u_bar):
 
 
 def rhs_jvp(t, x, p, u, x_tan, p_tan, u_tan, out):
+    """Jacobian-vector product of :func:`rhs`."""
     out[0] = (
         (p[0] - p[1] * x[1]) * x_tan[0]
         - p[1] * x[0] * x_tan[1]
@@ -87,6 +90,7 @@ def rhs_jvp(t, x, p, u, x_tan, p_tan, u_tan, out):
 
 
 def rhs_jac_x(t, x, p, u, jac_out):
+    """Jacobian of :func:`rhs` with respect to the state."""
     jac_out[0, 0] = p[0] - p[1] * x[1]
     jac_out[0, 1] = -p[1] * x[0]
     jac_out[1, 0] = p[3] * x[1]

@@ -52,6 +52,7 @@ REFERENCE = {"population": POPULATION}
 
 
 def rhs(t, x, p, u, out):
+    """SIR ``(−β S I / N, β S I / N − γ I, γ I)`` with ``p = (β, γ)``."""
     infection = p[0] * x[0] * x[1] / POPULATION
     out[0] = -infection
     out[1] = infection - p[1] * x[1]
@@ -104,6 +105,7 @@ def build(data=None, *, fit_initial_infected: bool = False) -> _fitting.FitProbl
 
 
 def initial_guess(problem) -> np.ndarray:
+    """The fit's unknowns at the starting rates and initial state."""
     est = problem.estimation
     return est.z_from_values(est.x0, est.p)
 
