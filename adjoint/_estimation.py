@@ -27,6 +27,22 @@ from ._integrators._observations import observation_cost
 from ._integrators._ode_sequence import ODESequence
 from ._objective import Objective
 
+# Methods of scipy.optimize.minimize that a fit can use; the last three do
+# without the gradient.
+METHODS = (
+    "L-BFGS-B",
+    "BFGS",
+    "CG",
+    "Newton-CG",
+    "TNC",
+    "SLSQP",
+    "trust-constr",
+    "Nelder-Mead",
+    "Powell",
+    "COBYLA",
+)
+DERIVATIVE_FREE = ("Nelder-Mead", "Powell", "COBYLA")
+
 # Observation times farther than this fraction of a step from the grid are
 # reported: the misfit then compares with the state at the nearest step.
 OFF_GRID_WARN = 1e-6
@@ -58,6 +74,13 @@ class FitResult(OptimizeResult):
     wall_time : float
         Seconds spent in :meth:`~ParameterEstimation.fit`.
 
+    Parameters
+    ----------
+    **fields
+        The attributes above, as keywords (a ``scipy.optimize.OptimizeResult``
+        is a dict with attribute access); ``derived`` may add rows
+        ``(name, value, stderr)`` to :attr:`table`.
+
     Examples
     --------
     :meth:`ParameterEstimation.fit` makes one; ``table`` lists the unknowns
@@ -73,7 +96,12 @@ class FitResult(OptimizeResult):
     @property
     def table(self):
         """Rows ``(name, value, stderr)``: the unknowns, then any derived
-        quantities a problem added to ``derived``."""
+        quantities a problem added to ``derived``.
+
+        Returns
+        -------
+        list of (str, float, float)
+        """
         rows = [
             (n, float(v), float(e)) for n, v, e in zip(self.names, self.x, self.stderr)
         ]
@@ -81,7 +109,21 @@ class FitResult(OptimizeResult):
 
     def to_json(self) -> dict:
         """The result as a dict of JSON-able values (what ``adjoint solve``
-        writes to ``NAME.json``)."""
+        writes to ``NAME.json``).
+
+        Returns
+        -------
+        dict
+            ``values``, ``errors``, ``correlation``, ``cost``, iteration and
+            evaluation counts, ``sweeps``, ``noise_scale``, ``wall_time_s``,
+            ``success`` and ``message``.
+
+        Raises
+        ------
+        KeyError
+            If the result lacks a field that :meth:`ParameterEstimation.fit`
+            sets (e.g. one built by hand).
+        """
         return {
             "values": {name: float(v) for name, v, _ in self.table},
             "errors": {name: float(e) for name, _, e in self.table},
@@ -242,6 +284,12 @@ class ParameterEstimation:
         self.system = system
         n = system.n
         n_obs_comp = y_obs.shape[1]
+        if observed is None and n_obs_comp > n:
+            raise ValueError(
+                f"`y_obs` has {n_obs_comp} columns but the system has n = {n} "
+                "states; give one column per observed state (and `observed=` to "
+                "say which)."
+            )
         observed = (
             list(range(n_obs_comp)) if observed is None else [int(c) for c in observed]
         )
@@ -346,18 +394,67 @@ class ParameterEstimation:
         if self.fit_noise:
             self.names += [f"sigma_{self.x_names[c]}" for c in observed]
         self.size = len(self.x0_idx) + len(self.p_idx)  # optimisation variables
+        if self.size == 0:
+            raise ValueError("Nothing to fit: `fit_p` and `fit_x0` select no unknowns.")
+        n_values = int(self.n_counts.sum())
+        if n_values <= self.size:
+            raise ValueError(
+                f"{n_values} observed values cannot determine {self.size} unknowns "
+                f"({', '.join(self.names[: self.size])}); give more observations "
+                "than unknowns, or fix some unknowns."
+            )
         self._inside_fit = False
         self.n_failed_evaluations = 0
 
     # ---- the map between z and the sequence's unknowns ----
 
     def z_from_values(self, x0, p):
-        """Optimisation variables from natural values."""
+        """Optimisation variables from natural values.
+
+        Parameters
+        ----------
+        x0 : array_like, shape (n,)
+        p : array_like, shape (n_p,)
+
+        Returns
+        -------
+        ndarray, shape (size,)
+            The unknown entries (``fit_x0`` first, then ``fit_p``), as logs
+            when ``log_params``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from adjoint import ODESystem, ParameterEstimation
+        >>> def logistic(t, x, p, u, out):
+        ...     out[0] = p[0] * x[0] * (1.0 - x[0] / p[1])
+        ...     return 0
+        >>> system = ODESystem.from_rhs(logistic, n=1, n_p=2)
+        >>> t = np.arange(8.0)
+        >>> y = 50.0 / (1.0 + 49.0 * np.exp(-0.9 * t))
+        >>> est = ParameterEstimation(system, t, y, x0=[1.0], p=[0.9, 50.0])
+        >>> z = est.z_from_values([1.0], [0.9, 50.0])
+        >>> np.round(np.exp(z), 6)
+        array([ 0.9, 50. ])
+        >>> est.values(z)[1].round(6)
+        array([ 0.9, 50. ])
+        """
         v = np.concatenate([np.asarray(x0)[self.x0_idx], np.asarray(p)[self.p_idx]])
         return np.log(v) if self.log_params else v.copy()
 
     def values(self, z):
-        """``(x0, p)`` from optimisation variables ``z``."""
+        """``(x0, p)`` from optimisation variables ``z``.
+
+        Parameters
+        ----------
+        z : array_like, shape (size,)
+
+        Returns
+        -------
+        x0 : ndarray, shape (n,)
+        p : ndarray, shape (n_p,)
+            Fixed entries keep the values given to the constructor.
+        """
         z = np.asarray(z, dtype=np.float64)
         v = np.exp(z) if self.log_params else z
         x0, p = self.x0.copy(), self.p.copy()
@@ -380,7 +477,22 @@ class ParameterEstimation:
     # ---- cost and gradient ----
 
     def residuals(self, z):
-        """Residuals, shape (n_obs, n_observed); NaN where a value is missing."""
+        """Residuals, shape (n_obs, n_observed); NaN where a value is missing.
+
+        Parameters
+        ----------
+        z : array_like, shape (size,)
+
+        Returns
+        -------
+        ndarray, shape (n_obs, n_observed)
+            Model minus data, on the misfit's scale.
+
+        Raises
+        ------
+        SweepError
+            If the forward sweep fails.
+        """
         traj = self.objective.trajectory(self._model_z(z))
         model = traj.xs[self.obs_steps][:, self.observed]
         if self.scale == "log":
@@ -389,7 +501,40 @@ class ParameterEstimation:
         return model - self.y_obs
 
     def value_and_grad(self, z):
-        """Cost and gradient in ``z`` (one forward and one adjoint sweep)."""
+        """Cost and gradient in ``z`` (one forward and one adjoint sweep).
+
+        Parameters
+        ----------
+        z : array_like, shape (size,)
+
+        Returns
+        -------
+        J : float
+        grad : ndarray, shape (size,)
+            Inside :meth:`fit`, a failed sweep gives ``(inf, zeros)``.
+
+        Raises
+        ------
+        SweepError
+            If a sweep fails outside :meth:`fit`.
+
+        Examples
+        --------
+        At the true values the misfit and its gradient vanish:
+
+        >>> import numpy as np
+        >>> from adjoint import ODESystem, ParameterEstimation
+        >>> def logistic(t, x, p, u, out):
+        ...     out[0] = p[0] * x[0] * (1.0 - x[0] / p[1])
+        ...     return 0
+        >>> system = ODESystem.from_rhs(logistic, n=1, n_p=2)
+        >>> t = np.arange(8.0)
+        >>> y = 50.0 / (1.0 + 49.0 * np.exp(-0.9 * t))
+        >>> est = ParameterEstimation(system, t, y, x0=[1.0], p=[0.9, 50.0])
+        >>> J, grad = est.value_and_grad(est.z_from_values([1.0], [0.9, 50.0]))
+        >>> bool(J < 1e-8), grad.shape
+        (True, (2,))
+        """
         z = np.asarray(z, dtype=np.float64)
         zm = self._model_z(z)
         try:
@@ -422,11 +567,29 @@ class ParameterEstimation:
         self.seq.data[:, q : 2 * q] = self._weight_slots * np.asarray(w)[None, :]
 
     def noise_scale(self, z):
-        """Noise scale per observed component, ``√(S_c / n_c)``."""
+        """Noise scale per observed component, ``√(S_c / n_c)``.
+
+        Parameters
+        ----------
+        z : array_like, shape (size,)
+
+        Returns
+        -------
+        ndarray, shape (n_observed,)
+        """
         return np.sqrt(self._sum_of_squares(z) / self.n_counts)
 
     def fun(self, z):
-        """The misfit alone at ``z`` (see :meth:`value_and_grad`)."""
+        """The misfit alone at ``z`` (see :meth:`value_and_grad`).
+
+        Parameters
+        ----------
+        z : array_like, shape (size,)
+
+        Returns
+        -------
+        float
+        """
         return self.value_and_grad(z)[0]
 
     # ---- Gauss–Newton covariance ----
@@ -434,7 +597,22 @@ class ParameterEstimation:
     def residual_jacobian(self, z):
         """Jacobian of the weighted residuals ``√w_j r_j`` with respect to the
         model unknowns in ``z``, by forward mode (one tangent sweep per
-        unknown)."""
+        unknown).
+
+        Parameters
+        ----------
+        z : array_like, shape (size,)
+
+        Returns
+        -------
+        ndarray, shape (n_residuals, size)
+            One row per observed (non-NaN) value.
+
+        Raises
+        ------
+        SweepError
+            If a sweep fails.
+        """
         zm = self._model_z(z)
         n = self.system.n
         jac_states = self.objective.jacobian(
@@ -463,6 +641,17 @@ class ParameterEstimation:
         relative) and the noise scale of component ``c`` is reported as
         ``√(S_c / n_c)``; with a fitted noise scale the weights are
         ``1/σ_c²`` already and ``s² = 1``.
+
+        Parameters
+        ----------
+        z : array_like, shape (size,)
+
+        Returns
+        -------
+        cov : ndarray, shape (size, size)
+            Covariance of ``z`` (pseudo-inverse where ``JᵀJ`` is singular).
+        sigma : ndarray, shape (n_observed,)
+            Noise scale per observed component.
         """
         S = self._sum_of_squares(z)
         jac = self.residual_jacobian(z)
@@ -514,16 +703,23 @@ class ParameterEstimation:
         if z0 is None:
             z0 = self.z_from_values(self.x0, self.p)
         z0 = np.asarray(z0, dtype=np.float64)
+        _validate.choice("method", method, METHODS)
         opts = {"maxiter": 2000}
         if method == "L-BFGS-B":
-            opts.update(ftol=1e-15, gtol=1e-9, maxcor=20)
+            # ftol 1e-13: tighter, and the line search ends "ABNORMAL" on the
+            # flat bottom of small fits (SIR) with the optimum already found.
+            opts.update(ftol=1e-13, gtol=1e-9, maxcor=20)
         opts.update(options or {})
+        if method in DERIVATIVE_FREE:
+            fun, jac = (lambda z: self.value_and_grad(z)[0]), None
+        else:
+            fun, jac = self.value_and_grad, True
         self._inside_fit = True
         try:
             res = minimize(
-                self.value_and_grad,
+                fun,
                 z0,
-                jac=True,
+                jac=jac,
                 method=method,
                 bounds=bounds,
                 options=opts,
@@ -556,22 +752,57 @@ class ParameterEstimation:
             corr=corr,
             cov_z=cov_z,
             fun=float(res.fun),
-            jac=res.jac,
+            jac=res.get("jac"),
             sigma=sigma,
             success=bool(res.success),
             status=res.status,
             message=str(res.message),
             nit=int(res.nit),
             nfev=int(res.nfev),
-            njev=int(getattr(res, "njev", res.nfev)),
+            njev=int(res.get("njev", 0)),
             sweeps=counts,
             wall_time=time.perf_counter() - start,
+            method=method,
             x0=x0,
             p=p,
         )
 
+    def check_gradients(self, z=None, **options):
+        """Run :func:`adjoint.check_gradients` on the model's misfit.
+
+        The checks run on :attr:`objective`, whose unknowns are the whole
+        initial state and rate vector on the natural scale (a superset of the
+        fitted unknowns; the log map and the noise profile are plain chain
+        rules on top), at the values given by ``z`` (default: the starting
+        guess).  Check away from an exact fit: where the residuals vanish the
+        gradient is at rounding level and relative errors mean nothing.
+
+        Returns
+        -------
+        GradientReport
+        """
+        from ._check import check_gradients
+
+        zm = self.objective.z0 if z is None else self._model_z(z)
+        return check_gradients(self.objective, zm, **options)
+
     def simulate(self, z):
-        """Times and states of the model at ``z`` on the integration grid."""
+        """Times and states of the model at ``z`` on the integration grid.
+
+        Parameters
+        ----------
+        z : array_like, shape (size,)
+
+        Returns
+        -------
+        ts : ndarray, shape (N + 1,)
+        xs : ndarray, shape (N + 1, n)
+
+        Raises
+        ------
+        SweepError
+            If the forward sweep fails.
+        """
         x0, p = self.values(z)
         traj = self.objective.trajectory(self.objective.pack(x0, None, p))
         ts = self.t0 + self.dt * np.arange(self.N + 1)

@@ -120,7 +120,28 @@ class Objective:
     # ---- packing ----
 
     def pack(self, x0, thetas, p) -> np.ndarray:
-        """Flat vector of the unknown blocks of ``(x0, thetas, p)``."""
+        """Flat vector of the unknown blocks of ``(x0, thetas, p)``.
+
+        Parameters
+        ----------
+        x0, thetas, p : array_like
+            Values of the three blocks; those not in ``wrt`` are ignored.
+
+        Returns
+        -------
+        ndarray, shape (size,)
+
+        Examples
+        --------
+        >>> from adjoint import ODESequence, ODESystem, Objective
+        >>> def decay(t, x, p, u, out):
+        ...     out[0] = -p[0] * x[0]
+        ...     return 0
+        >>> seq = ODESequence(ODESystem.from_rhs(decay, n=1, n_p=1), dt=0.1, N=10)
+        >>> obj = Objective(seq, x0=[1.0], p=[0.5], wrt=("x0", "p"))
+        >>> obj.pack([2.0], None, [0.3])
+        array([2. , 0.3])
+        """
         parts = {
             "x0": lambda: np.ravel(x0),
             "theta": lambda: self.seq._theta_to_flat(thetas),
@@ -133,7 +154,35 @@ class Objective:
         )
 
     def unpack(self, z):
-        """``(x0, thetas, p)`` with the unknown blocks taken from ``z``."""
+        """``(x0, thetas, p)`` with the unknown blocks taken from ``z``.
+
+        Parameters
+        ----------
+        z : array_like, shape (size,)
+
+        Returns
+        -------
+        x0, thetas, p
+            The blocks in ``wrt`` from ``z``, the others as given to the
+            constructor.
+
+        Raises
+        ------
+        ValueError
+            If ``z`` has the wrong shape.
+
+        Examples
+        --------
+        >>> from adjoint import ODESequence, ODESystem, Objective
+        >>> def decay(t, x, p, u, out):
+        ...     out[0] = -p[0] * x[0]
+        ...     return 0
+        >>> seq = ODESequence(ODESystem.from_rhs(decay, n=1, n_p=1), dt=0.1, N=10)
+        >>> obj = Objective(seq, x0=[1.0], p=[0.5], wrt=("x0", "p"))
+        >>> x0, thetas, p = obj.unpack([2.0, 0.3])
+        >>> x0, p, thetas.shape
+        (array([2.]), array([0.3]), (10, 0))
+        """
         z = np.asarray(z)
         if z.shape != (self.size,):
             raise ValueError(
@@ -160,7 +209,36 @@ class Objective:
     # ---- sweeps ----
 
     def trajectory(self, z):
-        """Forward sweep at ``z`` (reused when ``z`` repeats)."""
+        """Forward sweep at ``z`` (reused when ``z`` repeats).
+
+        Parameters
+        ----------
+        z : array_like, shape (size,)
+
+        Returns
+        -------
+        Trajectory
+            The states ``xs``, the cost ``J`` and what the backward sweep
+            needs.
+
+        Raises
+        ------
+        ValueError
+            If ``z`` has the wrong shape or a non-finite entry.
+        SweepError
+            If the forward sweep fails.
+
+        Examples
+        --------
+        >>> from adjoint import ODESequence, ODESystem, Objective
+        >>> def decay(t, x, p, u, out):
+        ...     out[0] = -p[0] * x[0]
+        ...     return 0
+        >>> seq = ODESequence(ODESystem.from_rhs(decay, n=1, n_p=1), dt=0.1, N=10)
+        >>> obj = Objective(seq, x0=[1.0], p=[0.5], wrt=("x0", "p"))
+        >>> obj.trajectory(obj.z0).xs.shape
+        (11, 1)
+        """
         z = self._checked(z)
         if self._last is not None and np.array_equal(self._last[0], z):
             return self._last[1]
@@ -185,6 +263,17 @@ class Objective:
         ------
         SweepError
             If the forward sweep fails (a non-finite state names its step).
+
+        Examples
+        --------
+        >>> from adjoint import ODESequence, ODESystem, Objective
+        >>> def decay(t, x, p, u, out):
+        ...     out[0] = -p[0] * x[0]
+        ...     return 0
+        >>> seq = ODESequence(ODESystem.from_rhs(decay, n=1, n_p=1), dt=0.1, N=10)
+        >>> obj = Objective(seq, x0=[1.0], p=[0.5], wrt=("x0", "p"))
+        >>> obj.fun(obj.z0)
+        0.0
         """
         if self.checkpoint is not None and not self.checkpoint.stores_all:
             z = self._checked(z)
@@ -212,6 +301,21 @@ class Objective:
         ------
         SweepError
             If a sweep fails.
+
+        Examples
+        --------
+        See the class docstring; with SciPy,
+        ``minimize(obj.value_and_grad, obj.z0, jac=True)``.
+
+        >>> from adjoint import ODESequence, ODESystem, Objective
+        >>> def decay(t, x, p, u, out):
+        ...     out[0] = -p[0] * x[0]
+        ...     return 0
+        >>> seq = ODESequence(ODESystem.from_rhs(decay, n=1, n_p=1), dt=0.1, N=10)
+        >>> obj = Objective(seq, x0=[1.0], p=[0.5], wrt=("x0", "p"))
+        >>> J, grad = obj.value_and_grad(obj.z0)
+        >>> grad.shape
+        (2,)
         """
         if checkpoint is _OBJECTIVE_DEFAULT:
             checkpoint = self.checkpoint
@@ -234,7 +338,21 @@ class Objective:
         return traj.J, grad
 
     def grad(self, z) -> np.ndarray:
-        """``dJ/dz`` alone (see :meth:`value_and_grad`), shape (size,)."""
+        """``dJ/dz`` alone (see :meth:`value_and_grad`), shape (size,).
+
+        Parameters
+        ----------
+        z : array_like, shape (size,)
+
+        Returns
+        -------
+        ndarray, shape (size,)
+
+        Raises
+        ------
+        SweepError
+            If a sweep fails.
+        """
         return self.value_and_grad(z)[1]
 
     def hessp(self, z, v, *, method: str = "auto") -> np.ndarray:
@@ -246,6 +364,21 @@ class Objective:
         forward and two adjoint sweeps), ``'auto'`` the first where the
         sequence's kernels are complex-safe.  See
         :func:`adjoint.hessian_vector_product`.
+
+        Parameters
+        ----------
+        z, v : array_like, shape (size,)
+            The point and the direction.
+        method : {'auto', 'complex', 'fd'}, optional
+
+        Returns
+        -------
+        ndarray, shape (size,)
+
+        Raises
+        ------
+        ValueError
+            For an unknown ``method`` or a ``z`` or ``v`` of the wrong shape.
         """
         from ._hessian import hessian_vector_product
 
@@ -266,6 +399,27 @@ class Objective:
         Returns
         -------
         ndarray, shape (size,)
+
+        Raises
+        ------
+        SweepError
+            If a sweep fails.
+
+        Examples
+        --------
+        The sensitivity of the final state, ``d x_N / dz``:
+
+        >>> from adjoint import ODESequence, ODESystem, Objective
+        >>> def decay(t, x, p, u, out):
+        ...     out[0] = -p[0] * x[0]
+        ...     return 0
+        >>> seq = ODESequence(ODESystem.from_rhs(decay, n=1, n_p=1), dt=0.1, N=10)
+        >>> obj = Objective(seq, x0=[1.0], p=[0.5], wrt=("x0", "p"))
+        >>> import numpy as np
+        >>> xs_bar = np.zeros((11, 1))
+        >>> xs_bar[-1] = 1.0
+        >>> obj.vjp(obj.z0, xs_bar).round(4)
+        array([ 0.6065, -0.6065])
         """
         traj = self.trajectory(z)
         return self._vjp(traj, xs_bar, cost_weight)
@@ -294,6 +448,18 @@ class Objective:
         ------
         NotImplementedError
             If the sequence has no tangent (JVP) kernels.
+
+        Examples
+        --------
+        >>> from adjoint import ODESequence, ODESystem, Objective
+        >>> def decay(t, x, p, u, out):
+        ...     out[0] = -p[0] * x[0]
+        ...     return 0
+        >>> seq = ODESequence(ODESystem.from_rhs(decay, n=1, n_p=1), dt=0.1, N=10)
+        >>> obj = Objective(seq, x0=[1.0], p=[0.5], wrt=("x0", "p"))
+        >>> xs_tan, J_tan = obj.jvp(obj.z0, [1.0, 0.0])
+        >>> xs_tan[-1].round(4), J_tan
+        (array([0.6065]), 0.0)
         """
         traj = self.trajectory(z)
         v = _validate.real_array(
@@ -341,6 +507,24 @@ class Objective:
         Returns
         -------
         ndarray, shape (n_outputs, size)
+
+        Raises
+        ------
+        ValueError
+            For an unknown ``mode`` or step.
+        SweepError
+            If a sweep fails.
+
+        Examples
+        --------
+        >>> from adjoint import ODESequence, ODESystem, Objective
+        >>> def decay(t, x, p, u, out):
+        ...     out[0] = -p[0] * x[0]
+        ...     return 0
+        >>> seq = ODESequence(ODESystem.from_rhs(decay, n=1, n_p=1), dt=0.1, N=10)
+        >>> obj = Objective(seq, x0=[1.0], p=[0.5], wrt=("x0", "p"))
+        >>> obj.jacobian(obj.z0).round(4)
+        array([[ 0.6065, -0.6065]])
         """
         _validate.choice("mode", mode, ("auto", "forward", "reverse"))
         traj = self.trajectory(z)
@@ -369,7 +553,25 @@ class Objective:
     # ---- complex step ----
 
     def fun_complex(self, z):
-        """``J`` and the states on ``complex128`` input, for the complex-step check."""
+        """``J`` and the states on ``complex128`` input, for the complex-step check.
+
+        Parameters
+        ----------
+        z : array_like, shape (size,)
+            Complex unknowns.
+
+        Returns
+        -------
+        xs : ndarray of complex128
+            The states.
+        J : complex
+            The cost.
+
+        Raises
+        ------
+        NotImplementedError
+            If the sequence's kernels do not run on complex input.
+        """
         z = np.asarray(z, dtype=np.complex128)
         x0, thetas, p = self.unpack(z)
         x0 = np.asarray(x0, dtype=np.complex128)

@@ -90,6 +90,55 @@ class ODESystem:
     - ``rhs_jac_x(t, x, p, u, jac_out)``: write ``∂f/∂x`` to the (n, n)
       array ``jac_out``.
 
+    Parameters
+    ----------
+    rhs : function or Kernel
+        ``rhs(t, x, p, u, out)``, the right-hand side.
+    n : int
+        Number of states, positive.
+    n_p : int
+        Number of parameters, non-negative.
+    n_u : int, optional
+        Number of controls (default 0).
+    rhs_vjp, rhs_jvp, rhs_jac_x : function or Kernel, optional
+        Hand-written Jacobian products (conventions above).  Without
+        ``rhs_jvp`` or ``rhs_jac_x`` they come from complex step (when
+        ``rhs_complex`` is given) or from ``n`` VJPs.
+    rhs_complex : function or Kernel, optional
+        ``rhs`` compiled for complex128 input; the products it stands in for
+        are taken by complex step.  One of ``rhs_vjp`` and ``rhs_complex`` is
+        required.
+    derivatives : str, optional
+        How the products were obtained, for reprs and reports (default
+        ``'kernels'``).
+    jac_sparsity : array_like or scipy.sparse matrix, shape (n, n), optional
+        Non-zero pattern of ``∂f/∂x``; the diagonal is always added.
+    bandwidth : (int, int), optional
+        ``(lower, upper)`` bandwidth of ``∂f/∂x``, instead of
+        ``jac_sparsity``.
+    name : str, optional
+        Shown in messages (default: the name of ``rhs``).
+    check : bool, optional
+        Compare the products with complex step on first use
+        (:meth:`check_kernels`; default False).
+    probe : bool, optional
+        Run each kernel once as plain Python on first use, to turn
+        out-of-bounds writes and unwritten outputs into clear errors
+        (default True).
+
+    Prefer the constructors :meth:`from_sympy`, :meth:`from_kernels` and
+    :meth:`from_rhs`, which fill in ``derivatives`` and the kernel set.
+
+    Raises
+    ------
+    ValueError
+        If neither ``rhs_vjp`` nor ``rhs_complex`` is given, a size is out of
+        range, both ``jac_sparsity`` and ``bandwidth`` are given, or the
+        sparsity pattern does not have shape (n, n).
+    TypeError
+        If a kernel is not a function or :class:`~adjoint.kernels.Kernel`, or
+        ``bandwidth`` is not a pair of integers.
+
     Attributes
     ----------
     n, n_p, n_u : int
@@ -229,15 +278,34 @@ class ODESystem:
             Control symbols (piecewise constant in time).
         t : sympy.Symbol, optional
             The time symbol, if ``f`` depends on time.
+        name : str, optional
+            Shown in messages (default: ``sympy_`` and a hash).
+        jac_sparsity, bandwidth : optional
+            Sparsity of ``∂f/∂x``, as for the class.
         cache_dir : path-like, optional
             Where generated modules go; default ``$ADJOINT_CACHE_DIR`` or
             ``~/.cache/adjoint-toolkit/systems``.
+
+        Returns
+        -------
+        ODESystem
+            With ``derivatives == 'symbolic'``; ``source_path`` names the
+            generated module.
 
         Raises
         ------
         ValueError
             If the number of expressions is not ``len(x)`` or an expression
             uses a symbol that is not declared.
+
+        Examples
+        --------
+        >>> import sympy as sp
+        >>> from adjoint import ODESystem
+        >>> x, r, K = sp.symbols("x r K")
+        >>> system = ODESystem.from_sympy([r * x * (1 - x / K)], [x], [r, K])
+        >>> system.derivatives, system.n, system.n_p
+        ('symbolic', 1, 2)
         """
         from . import _systems_codegen as cg
 
@@ -320,6 +388,34 @@ class ODESystem:
             (which must then be written generically for complex input) and
             raise ``ValueError`` naming the worst component if they disagree.
             The same check is :meth:`check_kernels`.
+        jac_sparsity, bandwidth, name : optional
+            As for the class.
+
+        Returns
+        -------
+        ODESystem
+            With ``derivatives == 'kernels'``.
+
+        Raises
+        ------
+        ValueError
+            For sizes out of range or a bad sparsity pattern; on first use,
+            for a kernel that writes outside its outputs or leaves one
+            unwritten, or (with ``check``) disagrees with complex step.
+
+        Examples
+        --------
+        >>> from adjoint import ODESystem
+        >>> def rhs(t, x, p, u, out):
+        ...     out[0] = -p[0] * x[0]
+        ...     return 0
+        >>> def rhs_vjp(t, x, p, u, f_bar, x_bar, p_bar, u_bar):
+        ...     x_bar[0] += -p[0] * f_bar[0]
+        ...     p_bar[0] += -x[0] * f_bar[0]
+        ...     return 0
+        >>> system = ODESystem.from_kernels(rhs, rhs_vjp, n=1, n_p=1)
+        >>> system.vjp(0.0, [2.0], [0.5], None, [1.0])
+        (array([-0.5]), array([-2.]), array([], dtype=float64))
         """
         return cls(
             rhs,
@@ -355,6 +451,25 @@ class ODESystem:
         functions; no ``abs``, ``min``/``max`` or comparisons on ``x``, ``p``,
         ``u``).  It is compiled twice, for float64 and complex128.
 
+        Parameters
+        ----------
+        rhs : function or Kernel
+            ``rhs(t, x, p, u, out)``, generic in its array types.
+        n, n_p, n_u : int
+            Sizes of state, parameters and controls (``n_u`` default 0).
+        jac_sparsity, bandwidth, name : optional
+            As for the class.
+
+        Returns
+        -------
+        ODESystem
+            With ``derivatives == 'complex_step'``.
+
+        Raises
+        ------
+        ValueError
+            For sizes out of range or a bad sparsity pattern.
+
         Notes
         -----
         Complex step gives exact Jacobian products (to rounding), but a VJP,
@@ -363,6 +478,16 @@ class ODESystem:
         for ``∂f/∂x``.  Fine for small systems (tens of states); for larger
         ones write ``rhs_vjp`` (:meth:`from_kernels`) or use
         :meth:`from_sympy`.
+
+        Examples
+        --------
+        >>> from adjoint import ODESystem
+        >>> def decay(t, x, p, u, out):
+        ...     out[0] = -p[0] * x[0]
+        ...     return 0
+        >>> system = ODESystem.from_rhs(decay, n=1, n_p=1)
+        >>> system.jacobians(0.0, [2.0], [0.5])[1]
+        array([[-2.]])
         """
         rhs_kernel = as_kernel(rhs, "rhs")
         return cls(
@@ -387,7 +512,14 @@ class ODESystem:
 
     def kernel_tuple(self):
         """The five ``cfunc`` pointers ``(rhs, rhs_vjp, rhs_jvp, rhs_jac_x,
-        rhs_complex)``, placeholders where the system has none."""
+        rhs_complex)``, placeholders where the system has none.
+
+        Returns
+        -------
+        tuple
+            What the compiled sweeps receive; a placeholder returns an error
+            status if called.
+        """
         ph = _placeholders()
         return (
             self.rhs.cfunc,
@@ -493,12 +625,80 @@ class ODESystem:
         return t, x, p, u
 
     def f(self, t, x, p, u=None) -> np.ndarray:
-        """``f(t, x, p, u)`` as a new array."""
+        """``f(t, x, p, u)`` as a new array.
+
+        Parameters
+        ----------
+        t : float
+            Time.
+        x : array_like, shape (n,)
+        p : array_like, shape (n_p,)
+        u : array_like, shape (n_u,), optional
+            Controls (default: none, or zeros).
+
+        Returns
+        -------
+        ndarray, shape (n,)
+
+        Raises
+        ------
+        ValueError
+            If ``t`` is not finite or an array has the wrong shape or a
+            non-finite entry.
+        SweepError
+            If a kernel returns a non-zero status.
+
+        Examples
+        --------
+        >>> from adjoint import ODESystem
+        >>> def decay(t, x, p, u, out):
+        ...     out[0] = -p[0] * x[0]
+        ...     return 0
+        >>> ODESystem.from_rhs(decay, n=1, n_p=1).f(0.0, [2.0], [0.5])
+        array([-1.])
+        """
         t, x, p, u = self._args(t, x, p, u)
         return self._f(t, x, p, u, np.empty(self.n))
 
     def vjp(self, t, x, p, u, f_bar):
-        """``((∂f/∂x)ᵀf̄, (∂f/∂p)ᵀf̄, (∂f/∂u)ᵀf̄)`` as new arrays."""
+        """``((∂f/∂x)ᵀf̄, (∂f/∂p)ᵀf̄, (∂f/∂u)ᵀf̄)`` as new arrays.
+
+        Parameters
+        ----------
+        t : float
+            Time.
+        x : array_like, shape (n,)
+        p : array_like, shape (n_p,)
+        u : array_like, shape (n_u,) or None
+            Controls (None for zeros).
+        f_bar : array_like, shape (n,)
+            The cotangent ``f̄``.
+
+        Returns
+        -------
+        x_bar : ndarray, shape (n,)
+        p_bar : ndarray, shape (n_p,)
+        u_bar : ndarray, shape (n_u,)
+
+        Raises
+        ------
+        ValueError
+            If ``t`` is not finite or an array has the wrong shape or a
+            non-finite entry.
+        SweepError
+            If a kernel returns a non-zero status.
+
+        Examples
+        --------
+        >>> from adjoint import ODESystem
+        >>> def decay(t, x, p, u, out):
+        ...     out[0] = -p[0] * x[0]
+        ...     return 0
+        >>> system = ODESystem.from_rhs(decay, n=1, n_p=1)
+        >>> x_bar, p_bar, u_bar = system.vjp(0.0, [2.0], [0.5], None, [1.0])
+        >>> x_bar, p_bar
+        (array([-0.5]), array([-2.]))
+        """
         t, x, p, u = self._args(t, x, p, u)
         f_bar = _validate.real_array("f_bar", f_bar, (self.n,))
         bars = (np.zeros(self.n), np.zeros(self.n_p), np.zeros(self.n_u))
@@ -506,7 +706,43 @@ class ODESystem:
         return bars
 
     def jvp(self, t, x, p, u, x_tan, p_tan=None, u_tan=None) -> np.ndarray:
-        """``∂f/∂x ẋ + ∂f/∂p ṗ + ∂f/∂u u̇`` (missing tangents are zero)."""
+        """``∂f/∂x ẋ + ∂f/∂p ṗ + ∂f/∂u u̇`` (missing tangents are zero).
+
+        Parameters
+        ----------
+        t : float
+            Time.
+        x : array_like, shape (n,)
+        p : array_like, shape (n_p,)
+        u : array_like, shape (n_u,) or None
+            Controls (None for zeros).
+        x_tan : array_like, shape (n,)
+        p_tan : array_like, shape (n_p,), optional
+        u_tan : array_like, shape (n_u,), optional
+            The tangents ``ẋ``, ``ṗ``, ``u̇``.
+
+        Returns
+        -------
+        ndarray, shape (n,)
+
+        Raises
+        ------
+        ValueError
+            If ``t`` is not finite or an array has the wrong shape or a
+            non-finite entry.
+        SweepError
+            If a kernel returns a non-zero status.
+
+        Examples
+        --------
+        >>> from adjoint import ODESystem
+        >>> def decay(t, x, p, u, out):
+        ...     out[0] = -p[0] * x[0]
+        ...     return 0
+        >>> system = ODESystem.from_rhs(decay, n=1, n_p=1)
+        >>> system.jvp(0.0, [2.0], [0.5], None, [1.0], [1.0])
+        array([-2.5])
+        """
         t, x, p, u = self._args(t, x, p, u)
         x_tan = _validate.real_array("x_tan", x_tan, (self.n,))
         p_tan = _validate.real_array(
@@ -518,12 +754,77 @@ class ODESystem:
         return self._jvp(t, x, p, u, x_tan, p_tan, u_tan, np.empty(self.n))
 
     def jacobian_x(self, t, x, p, u=None) -> np.ndarray:
-        """``∂f/∂x``, shape (n, n)."""
+        """``∂f/∂x``, shape (n, n).
+
+        Parameters
+        ----------
+        t : float
+            Time.
+        x : array_like, shape (n,)
+        p : array_like, shape (n_p,)
+        u : array_like, shape (n_u,), optional
+            Controls (default: none, or zeros).
+
+        Returns
+        -------
+        ndarray, shape (n, n)
+
+        Raises
+        ------
+        ValueError
+            If ``t`` is not finite or an array has the wrong shape or a
+            non-finite entry.
+        SweepError
+            If a kernel returns a non-zero status.
+
+        Examples
+        --------
+        >>> from adjoint import ODESystem
+        >>> def decay(t, x, p, u, out):
+        ...     out[0] = -p[0] * x[0]
+        ...     return 0
+        >>> ODESystem.from_rhs(decay, n=1, n_p=1).jacobian_x(0.0, [2.0], [0.5])
+        array([[-0.5]])
+        """
         t, x, p, u = self._args(t, x, p, u)
         return self._jac_x(t, x, p, u, np.empty((self.n, self.n)))
 
     def jacobians(self, t, x, p, u=None):
-        """``(∂f/∂x, ∂f/∂p, ∂f/∂u)`` with shapes (n, n), (n, n_p), (n, n_u)."""
+        """``(∂f/∂x, ∂f/∂p, ∂f/∂u)`` with shapes (n, n), (n, n_p), (n, n_u).
+
+        Parameters
+        ----------
+        t : float
+            Time.
+        x : array_like, shape (n,)
+        p : array_like, shape (n_p,)
+        u : array_like, shape (n_u,), optional
+            Controls (default: none, or zeros).
+
+        Returns
+        -------
+        jac_x : ndarray, shape (n, n)
+        jac_p : ndarray, shape (n, n_p)
+        jac_u : ndarray, shape (n, n_u)
+
+        Raises
+        ------
+        ValueError
+            If ``t`` is not finite or an array has the wrong shape or a
+            non-finite entry.
+        SweepError
+            If a kernel returns a non-zero status.
+
+        Examples
+        --------
+        >>> from adjoint import ODESystem
+        >>> def decay(t, x, p, u, out):
+        ...     out[0] = -p[0] * x[0]
+        ...     return 0
+        >>> system = ODESystem.from_rhs(decay, n=1, n_p=1)
+        >>> [j.shape for j in system.jacobians(0.0, [2.0], [0.5])]
+        [(1, 1), (1, 1), (1, 0)]
+        """
         t, x, p, u = self._args(t, x, p, u)
         return self._jacobians(t, x, p, u)
 
@@ -626,6 +927,18 @@ class ODESystem:
         (``rhs`` must run on complex128) and compares the VJP with random
         ``f̄``, the JVP with random tangents and ``∂f/∂x``.
 
+        Parameters
+        ----------
+        t : float, optional
+            Time of the check (default 0).
+        x, p, u : array_like, optional
+            The point; ``x`` and ``p`` default to uniform random values in
+            ``[0.5, 1.5]``, ``u`` to zeros.
+        rtol : float, optional
+            Largest relative error accepted (default 1e-8).
+        rng : numpy.random.Generator, optional
+            Source of the random point and directions (default seeded).
+
         Returns
         -------
         dict
@@ -639,6 +952,21 @@ class ODESystem:
             kernel, the worst component and both values.
         TypeError
             If ``rhs`` does not compile for complex128 input.
+
+        Examples
+        --------
+        >>> from adjoint import ODESystem
+        >>> def rhs(t, x, p, u, out):
+        ...     out[0] = -p[0] * x[0]
+        ...     return 0
+        >>> def rhs_vjp(t, x, p, u, f_bar, x_bar, p_bar, u_bar):
+        ...     x_bar[0] += -p[0] * f_bar[0]
+        ...     p_bar[0] += -x[0] * f_bar[0]
+        ...     return 0
+        >>> system = ODESystem.from_kernels(rhs, rhs_vjp, n=1, n_p=1)
+        >>> errors = system.check_kernels()
+        >>> sorted(errors), bool(errors["rhs_vjp"] < 1e-12)
+        (['rhs_vjp'], True)
         """
         rng = np.random.default_rng(12345) if rng is None else rng
         x = rng.uniform(0.5, 1.5, self.n) if x is None else x
@@ -787,12 +1115,33 @@ def costs_from_sympy(
     for ``Φ``).  Gradients are taken symbolically; the source is cached on
     disk as for :meth:`ODESystem.from_sympy`.
 
+    Parameters
+    ----------
+    x, p : sequence of sympy.Symbol
+        The state and parameter symbols, in the order of the system.
+    u : sequence of sympy.Symbol, optional
+        Control symbols (the per-step ``theta`` of the cost kernels).
+    running : sympy.Expr, optional
+        The running cost ``g_k(x, u, p, d)``, evaluated at steps ``0 … N-1``.
+    terminal : sympy.Expr, optional
+        The terminal cost ``Φ(x, p, d)`` at step ``N``.
+    data : sequence of sympy.Symbol, optional
+        Symbols for the columns of the sequence's ``data`` rows.
+    cache_dir : path-like, optional
+        Where generated modules go (as for :meth:`ODESystem.from_sympy`).
+
     Returns
     -------
     dict
         ``running_cost``, ``running_cost_vjp`` and/or ``terminal_cost``,
         ``terminal_cost_vjp`` as kernels, to pass on with
         ``ODESequence(system, ..., **costs)``.
+
+    Raises
+    ------
+    ValueError
+        If neither ``running`` nor ``terminal`` is given, or an expression
+        uses a symbol that is not declared.
 
     Examples
     --------

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -55,7 +56,10 @@ class TqdmProgress:
     """
 
     def __init__(self, desc: str, *, file=None) -> None:
-        self._bar = tqdm(desc=desc, unit="it", file=file or sys.stderr, leave=True)
+        # disable=None: no bar when the stream is not a terminal (logs, CI).
+        self._bar = tqdm(
+            desc=desc, unit="it", file=file or sys.stderr, leave=True, disable=None
+        )
 
     def __call__(self, intermediate_result: Any = None) -> None:
         self.update(1, fun=getattr(intermediate_result, "fun", None))
@@ -100,6 +104,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_solve(args: argparse.Namespace) -> int:
     name, module = _problem(args.name)
+    methods = getattr(module, "METHODS", None)
+    if args.method is not None and methods is not None and args.method not in methods:
+        raise _CommandError(
+            f"Problem '{name}' has no method '{args.method}'; choose one of "
+            f"{', '.join(methods)}."
+        )
+    out = _output_directory(args.out)
     problem = _build(module, args.data)
 
     # Solve, timing the solve alone (not the build or the plot)
@@ -123,9 +134,14 @@ def _cmd_solve(args: argparse.Namespace) -> int:
         f"wall time {wall_time:.3g} s"
     )
 
+    if getattr(result, "success", True) is False:
+        print(
+            f"warning: the solver did not report convergence: "
+            f"{getattr(result, 'message', '')}",
+            file=sys.stderr,
+        )
+
     # Write the figure and the numbers
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     png_path = out / f"{name}.png"
     figure = module.plot(problem, result)
     figure.savefig(png_path, dpi=FIGURE_DPI)
@@ -198,8 +214,24 @@ def _problem(name: str) -> tuple[str, ModuleType]:
     return key, problems.get(key)
 
 
+def _output_directory(out: str) -> Path:
+    """Create ``--out`` before any work, so a bad path fails in a second."""
+    path = Path(out)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _CommandError(
+            f"The `--out` directory '{out}' cannot be created: {err.strerror}."
+        ) from err
+    if not os.access(path, os.W_OK):
+        raise _CommandError(f"The `--out` directory '{out}' is not writable.")
+    return path
+
+
 def _build(module: ModuleType, data: str | None) -> Any:
     """Call ``module.build``; a `ValueError` there becomes a one-line error."""
+    if data is not None and Path(data).is_dir():
+        raise _CommandError(f"The `--data` path '{data}' is a directory, not a file.")
     if data is not None and not Path(data).is_file():
         raise _CommandError(f"The `--data` file '{data}' does not exist.")
     try:
@@ -288,7 +320,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     solve.add_argument("name", metavar="NAME", help="problem name (see `list`)")
     solve.add_argument(
-        "--method", metavar="M", help="optimiser (default: the problem's own)"
+        "--method",
+        metavar="M",
+        help="optimiser (default: the problem's own; a wrong name lists the choices)",
     )
     solve.add_argument(
         "--out",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from adjoint import ParameterEstimation, check_gradients
+from adjoint._estimation import METHODS  # noqa: F401  (the --method choices)
 
 
 @dataclass

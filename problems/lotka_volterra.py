@@ -46,6 +46,7 @@ STATE_NAMES = ["hare", "lynx"]
 STEPS_PER_YEAR = 20
 # Starting rates for the fit (per year), of the size the ecology suggests.
 INITIAL_RATES = (0.5, 0.025, 0.8, 0.025)
+METHODS = _fitting.METHODS  # what `adjoint solve --method` accepts
 REFERENCE = {
     "stan_case_study": {"alpha": 0.55, "beta": 0.028, "gamma": 0.80, "delta": 0.024},
 }

@@ -48,6 +48,7 @@ PARAMETER_NAMES = ["beta", "gamma"]
 STATE_NAMES = ["S", "I", "R"]
 STEPS_PER_DAY = 20
 INITIAL_RATES = (2.0, 0.5)  # per day
+METHODS = _fitting.METHODS  # what `adjoint solve --method` accepts
 REFERENCE = {"population": POPULATION}
 
 

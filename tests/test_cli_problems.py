@@ -97,3 +97,63 @@ def test_list_shows_fitting_problems(tmp_path):
     proc = _run("list", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "lotka-volterra" in proc.stdout and "sir-influenza" in proc.stdout
+
+
+def test_unknown_method_lists_the_choices(tmp_path):
+    proc = _run(
+        "solve",
+        "lotka-volterra",
+        "--method",
+        "bogus",
+        "--out",
+        str(tmp_path),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "L-BFGS-B" in proc.stderr.splitlines()[-1]
+
+
+def test_derivative_free_method_runs(tmp_path):
+    proc = _run(
+        "solve",
+        "sir-influenza",
+        "--method",
+        "Nelder-Mead",
+        "--out",
+        str(tmp_path),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "sir-influenza.json").read_text())
+    assert abs(result["values"]["beta"] - 1.669) < 0.01
+
+
+def test_unwritable_out_fails_before_solving(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = _run("solve", "lotka-volterra", "--out", str(blocker / "sub"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "`--out`" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_directory_as_data_is_named(tmp_path):
+    proc = _run("solve", "lotka-volterra", "--data", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "is a directory" in proc.stderr
+
+
+def test_too_few_observations_are_refused(tmp_path):
+    path = tmp_path / "pelts.csv"
+    path.write_text("year,hare,lynx\n1900,30.0,4.0\n1901,47.2,6.1\n")
+    proc = _run(
+        "solve",
+        "lotka-volterra",
+        "--data",
+        str(path),
+        "--out",
+        str(tmp_path),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "cannot determine 6 unknowns" in proc.stderr

@@ -122,3 +122,44 @@ def test_bad_input_is_named(logistic, kwargs, exception, phrase):
     args.update(kwargs)
     with pytest.raises(exception, match=phrase):
         ParameterEstimation(logistic, args.pop("t_obs"), args.pop("y_obs"), **args)
+
+
+def test_more_columns_than_states_is_named(logistic):
+    with pytest.raises(ValueError, match="`y_obs` has 2 columns"):
+        ParameterEstimation(
+            logistic, [0.0, 1.0, 2.0], np.ones((3, 2)), x0=[1.0], p=[0.5, 30.0]
+        )
+
+
+def test_all_missing_observations_are_refused(logistic):
+    with pytest.raises(ValueError, match="cannot determine"):
+        ParameterEstimation(
+            logistic, [0.0, 1.0, 2.0], [np.nan] * 3, x0=[1.0], p=[0.5, 30.0]
+        )
+
+
+@pytest.mark.parametrize("method", ["BFGS", "Nelder-Mead"])
+def test_other_methods_reach_the_same_fit(logistic, method):
+    t = np.arange(10.0)
+    est = ParameterEstimation(logistic, t, _data(t), x0=[1.0], p=[0.5, 30.0])
+    fit = est.fit(
+        method=method,
+        options={"xatol": 1e-10, "fatol": 1e-14} if method == "Nelder-Mead" else None,
+    )
+    np.testing.assert_allclose(fit.x, [TRUE_RATE, TRUE_CAPACITY], rtol=1e-4)
+
+
+def test_unknown_method_is_named(logistic):
+    t = np.arange(5.0)
+    est = ParameterEstimation(logistic, t, _data(t), x0=[1.0], p=[0.5, 30.0])
+    with pytest.raises(ValueError, match="`method`"):
+        est.fit(method="bogus")
+
+
+def test_check_gradients_at_the_fit(logistic, rng):
+    # Noisy data, so the misfit and its gradient are not zero at the fit.
+    t = np.arange(8.0)
+    est = ParameterEstimation(logistic, t, _data(t, rng, 0.1), x0=[1.0], p=[0.5, 30.0])
+    fit = est.fit()
+    report = est.check_gradients(fit.z)
+    assert report.passed, str(report)

@@ -49,7 +49,37 @@ class EmbeddedPair:
     order ``order`` and embedded weights ``b_hat`` of order ``err_order``.
 
     The error estimate of a step is ``h Σ (b_i − b̂_i) K_i``; the solution is
-    propagated with ``b`` (local extrapolation).
+    propagated with ``b`` (local extrapolation).  The built-in pairs are
+    ``'dopri5'`` and ``'bs32'``; pass one of these names to
+    :class:`~adjoint.AdaptiveODESequence` unless you need another pair.
+
+    Parameters
+    ----------
+    name : str
+        Shown in reprs and messages.
+    A : ndarray, shape (s, s)
+        Stage coefficients, strictly lower triangular (explicit).
+    b : ndarray, shape (s,)
+        Propagating weights, of order ``order``.
+    b_hat : ndarray, shape (s,)
+        Embedded weights, of order ``err_order``.
+    c : ndarray, shape (s,)
+        Stage times as fractions of the step.
+    order, err_order : int
+        Orders of ``b`` and ``b_hat``; the controller scales steps by the
+        error to the power ``−1/(err_order + 1)``.
+
+    Examples
+    --------
+    The Heun–Euler 2(1) pair:
+
+    >>> import numpy as np
+    >>> from adjoint import EmbeddedPair
+    >>> pair = EmbeddedPair("heun_euler", A=np.array([[0.0, 0.0], [1.0, 0.0]]),
+    ...                     b=np.array([0.5, 0.5]), b_hat=np.array([1.0, 0.0]),
+    ...                     c=np.array([0.0, 1.0]), order=2, err_order=1)
+    >>> pair.n_stages, pair.tableau
+    (2, Tableau('heun_euler', 2 stages, order 2))
     """
 
     name: str
@@ -62,6 +92,7 @@ class EmbeddedPair:
 
     @property
     def n_stages(self) -> int:
+        """Number of stages ``s``, the error-estimate stage included."""
         return int(self.b.shape[0])
 
     @property
@@ -135,6 +166,26 @@ class StepRecord:
         Output interval ``k`` holds steps ``starts[k] … starts[k+1]-1``.
     n_rejected : int
         Steps the controller rejected on the way.
+
+    Parameters
+    ----------
+    ts, hs, starts, n_rejected
+        The attributes above; records normally come from
+        :meth:`AdaptiveODESequence.step_record`, and a record passed back as
+        ``steps=`` (what :meth:`AdaptiveODESequence.freeze` does) replays
+        those steps.
+
+    Examples
+    --------
+    Two output intervals, the first of two steps and the second of one:
+
+    >>> import numpy as np
+    >>> from adjoint import StepRecord
+    >>> record = StepRecord(ts=np.array([0.0, 0.4, 1.0]),
+    ...                     hs=np.array([0.4, 0.6, 1.0]),
+    ...                     starts=np.array([0, 2, 3]))
+    >>> record.n_steps, np.diff(record.starts).tolist()
+    (3, [2, 1])
     """
 
     ts: np.ndarray
@@ -144,6 +195,7 @@ class StepRecord:
 
     @property
     def n_steps(self) -> int:
+        """Number of accepted steps ``M``."""
         return int(self.hs.shape[0])
 
 
@@ -215,11 +267,25 @@ class AdaptiveODESequence(SequenceBase):
 
     Raises
     ------
+    TypeError
+        If ``system`` is not an :class:`~adjoint.ODESystem`, ``pair`` is
+        neither a name nor an :class:`EmbeddedPair`, or ``observations`` is
+        not an :class:`~adjoint.ObservationCost`.
+    ValueError
+        For an unknown pair name, output times that do not increase, bad
+        tolerances or step bounds, ``data`` or ``steps`` that do not fit the
+        output times.
     SweepError
         From a sweep when the controller's step falls below rounding of ``t``
         (the problem is probably stiff: use an implicit scheme of
         :class:`~adjoint.ODESequence`), when a state becomes non-finite or
         when more than ``max_steps`` steps are needed.
+
+    Warns
+    -----
+    UserWarning
+        When ``rtol`` is below ``100 ε``, where rounding dominates the error
+        estimate; it is raised to that floor.
 
     Notes
     -----
@@ -427,7 +493,39 @@ class AdaptiveODESequence(SequenceBase):
     # ---- frozen steps ----
 
     def step_record(self, x0, thetas=None, p=None) -> StepRecord:
-        """The steps the forward sweep takes from these inputs."""
+        """The steps the forward sweep takes from these inputs.
+
+        Parameters
+        ----------
+        x0 : array_like, shape (n,)
+        thetas : array_like, shape (N, n_u), optional
+            Controls per output interval (default zeros).
+        p : array_like, shape (n_p,), optional
+            Parameters (default zeros).
+
+        Returns
+        -------
+        StepRecord
+
+        Raises
+        ------
+        ValueError
+            If an input has the wrong shape or a non-finite entry.
+        SweepError
+            If the forward sweep fails.
+
+        Examples
+        --------
+        >>> from adjoint import AdaptiveODESequence, ODESystem
+        >>> def decay(t, x, p, u, out):
+        ...     out[0] = -p[0] * x[0]
+        ...     return 0
+        >>> seq = AdaptiveODESequence(ODESystem.from_rhs(decay, n=1, n_p=1),
+        ...                           t_out=[0.0, 1.0, 2.0], rtol=1e-8)
+        >>> record = seq.step_record([1.0], p=[0.5])
+        >>> record.starts.shape, bool(record.n_steps > 2)
+        ((3,), True)
+        """
         x0, thetas, p = self._validate_inputs(x0, thetas, p)
         return self._forward_impl(x0, thetas, p).extra["steps"]
 
@@ -437,6 +535,35 @@ class AdaptiveODESequence(SequenceBase):
         Its cost is a smooth function of ``x0``, ``thetas`` and ``p`` (the
         steps no longer move), with the same value and gradient here as this
         sequence: run Taylor and finite-difference checks on it.
+
+        Parameters
+        ----------
+        x0, thetas, p : array_like
+            The inputs whose steps are kept, as for :meth:`step_record`.
+
+        Returns
+        -------
+        AdaptiveODESequence
+            A shallow copy with ``steps`` set.
+
+        Raises
+        ------
+        ValueError
+            If an input has the wrong shape or a non-finite entry.
+        SweepError
+            If the forward sweep fails.
+
+        Examples
+        --------
+        >>> from adjoint import AdaptiveODESequence, ODESystem
+        >>> def decay(t, x, p, u, out):
+        ...     out[0] = -p[0] * x[0]
+        ...     return 0
+        >>> seq = AdaptiveODESequence(ODESystem.from_rhs(decay, n=1, n_p=1),
+        ...                           t_out=[0.0, 1.0, 2.0], rtol=1e-8)
+        >>> frozen = seq.freeze([1.0], p=[0.5])
+        >>> frozen.steps.n_steps == seq.step_record([1.0], p=[0.5]).n_steps
+        True
         """
         frozen = copy.copy(self)
         frozen.steps = self.step_record(x0, thetas, p)

@@ -55,6 +55,22 @@ class ObservationCost:
         Weights, zero where a value is missing.
     log : bool
     N : int
+
+    Parameters
+    ----------
+    running_cost, running_cost_vjp, terminal_cost, terminal_cost_vjp : Kernel
+    data, obs_steps, values, components, weights, log, N
+        The attributes above.  Build the object with
+        :func:`~adjoint.observation_cost`, which checks its inputs and lays
+        out ``data``; the constructor checks nothing.
+
+    Examples
+    --------
+    >>> from adjoint import observation_cost
+    >>> cost = observation_cost([2, 4], [0.5, 0.3], N=4)
+    >>> running_cost, running_cost_vjp, terminal_cost, terminal_cost_vjp, data = cost
+    >>> data.shape, cost.obs_steps.tolist()
+    ((5, 3), [2, 4])
     """
 
     running_cost: Kernel
@@ -78,7 +94,19 @@ class ObservationCost:
 
     def kwargs(self) -> dict:
         """``running_cost=…, running_cost_vjp=…, terminal_cost=…,
-        terminal_cost_vjp=…, data=…`` for :class:`~adjoint.ODESequence`."""
+        terminal_cost_vjp=…, data=…`` for :class:`~adjoint.ODESequence`.
+
+        Returns
+        -------
+        dict
+
+        Examples
+        --------
+        >>> from adjoint import observation_cost
+        >>> sorted(observation_cost([1], [0.5], N=2).kwargs())
+        ['data', 'running_cost', 'running_cost_vjp', 'terminal_cost',
+         'terminal_cost_vjp']
+        """
         return dict(
             running_cost=self.running_cost,
             running_cost_vjp=self.running_cost_vjp,
@@ -88,7 +116,31 @@ class ObservationCost:
         )
 
     def check_fits(self, n: int, N: int) -> None:
-        """Raise ``ValueError`` unless the cost fits ``N`` steps of ``n`` states."""
+        """Raise ``ValueError`` unless the cost fits ``N`` steps of ``n`` states.
+
+        Parameters
+        ----------
+        n : int
+            Number of states of the system.
+        N : int
+            Number of steps of the sequence.
+
+        Raises
+        ------
+        ValueError
+            If the cost was built for another ``N`` or observes a component
+            ``>= n``.
+
+        Examples
+        --------
+        >>> from adjoint import observation_cost
+        >>> cost = observation_cost([1], [0.5], N=2, components=[1])
+        >>> cost.check_fits(2, 2)
+        >>> cost.check_fits(1, 2)
+        Traceback (most recent call last):
+            ...
+        ValueError: The observation cost observes component 1, but the system ...
+        """
         if N != self.N:
             raise ValueError(
                 f"The observation cost was built for N = {self.N} steps; the "
@@ -102,7 +154,30 @@ class ObservationCost:
 
     def misfit(self, k: int, x) -> tuple[float, np.ndarray]:
         """``(g_k, ∂g_k/∂x)`` at step ``k`` for state ``x`` (NumPy, for the
-        continuous adjoint's jumps)."""
+        continuous adjoint's jumps).
+
+        Parameters
+        ----------
+        k : int
+            Step, ``0 … N``.
+        x : array_like, shape (n,)
+            State at that step.
+
+        Returns
+        -------
+        g : float
+            The misfit, 0 at a step without observations.
+        grad : ndarray, shape (n,)
+            Its gradient with respect to ``x``.
+
+        Examples
+        --------
+        >>> from adjoint import observation_cost
+        >>> cost = observation_cost([2], [0.5], N=2)
+        >>> g, grad = cost.misfit(2, [0.7])
+        >>> round(g, 6), grad.round(6)
+        (0.02, array([0.2]))
+        """
         x = np.asarray(x, dtype=np.float64)
         row = self.data[k]
         q = self.components.size
@@ -156,6 +231,15 @@ def observation_cost(
     ObservationCost
         Unpacks as ``(running_cost, running_cost_vjp, terminal_cost,
         terminal_cost_vjp, data)``.
+
+    Raises
+    ------
+    ValueError
+        For ``N`` not positive, steps out of ``0 … N`` or repeated, values
+        of the wrong shape or infinite, bad ``components`` or ``weights``,
+        or (with ``log=True``) non-positive values.
+    TypeError
+        If ``obs_steps`` does not hold integers.
 
     Notes
     -----

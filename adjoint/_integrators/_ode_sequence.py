@@ -111,7 +111,15 @@ class ODESequence(SequenceBase):
         For an implicit :class:`Tableau` (use one of the implicit schemes by
         name).
     TypeError
-        If ``system`` is not an :class:`ODESystem`.
+        If ``system`` is not an :class:`ODESystem`, ``scheme`` is neither a
+        name nor a :class:`Tableau`, or ``observations`` is not an
+        :class:`~adjoint.ObservationCost`.
+
+    Warns
+    -----
+    UserWarning
+        When ``max_iter``, ``tol`` or ``linear_solver`` is given with an
+        explicit scheme, where it has no effect.
 
     Notes
     -----
@@ -261,7 +269,18 @@ class ODESequence(SequenceBase):
 
     @property
     def times(self) -> np.ndarray:
-        """``t_k = t0 + k dt`` for ``k = 0 … N``."""
+        """``t_k = t0 + k dt`` for ``k = 0 … N``, shape (N + 1,).
+
+        Examples
+        --------
+        >>> from adjoint import ODESequence, ODESystem
+        >>> def decay(t, x, p, u, out):
+        ...     out[0] = -p[0] * x[0]
+        ...     return 0
+        >>> seq = ODESequence(ODESystem.from_rhs(decay, n=1, n_p=1), dt=0.5, N=4)
+        >>> seq.times, seq.t1
+        (array([0. , 0.5, 1. , 1.5, 2. ]), 2.0)
+        """
         return self.t0 + self.dt * np.arange(self.N + 1)
 
     @property
@@ -271,6 +290,20 @@ class ODESequence(SequenceBase):
 
     @property
     def is_explicit(self) -> bool:
+        """True for an explicit Runge–Kutta scheme, False for an implicit one.
+
+        Examples
+        --------
+        >>> from adjoint import ODESequence, ODESystem
+        >>> def decay(t, x, p, u, out):
+        ...     out[0] = -p[0] * x[0]
+        ...     return 0
+        >>> system = ODESystem.from_rhs(decay, n=1, n_p=1)
+        >>> ODESequence(system, scheme="rk4", dt=0.1, N=10).is_explicit
+        True
+        >>> ODESequence(system, scheme="backward_euler", dt=0.1, N=10).is_explicit
+        False
+        """
         return self.tableau is not None
 
     def _costs(self):

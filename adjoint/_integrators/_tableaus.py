@@ -42,6 +42,14 @@ class Tableau:
     order : int, optional
         The classical order, if known (used by convergence studies).
 
+    Raises
+    ------
+    ValueError
+        If ``A`` is not a non-empty square matrix, ``b`` or ``c`` does not
+        have one entry per stage, or a coefficient is not finite.
+    TypeError
+        If a coefficient is not a real number.
+
     Examples
     --------
     Ralston's second-order method:
@@ -80,11 +88,28 @@ class Tableau:
 
     @property
     def n_stages(self) -> int:
+        """Number of stages ``s``.
+
+        Examples
+        --------
+        >>> from adjoint import Tableau
+        >>> Tableau([[0.0]], [1.0], [0.0], name="euler").n_stages
+        1
+        """
         return int(self.b.shape[0])
 
     @property
     def is_explicit(self) -> bool:
-        """True when ``A`` is strictly lower triangular."""
+        """True when ``A`` is strictly lower triangular.
+
+        Only explicit tableaus run in an :class:`~adjoint.ODESequence`.
+
+        Examples
+        --------
+        >>> from adjoint import Tableau
+        >>> Tableau([[0.5]], [1.0], [0.5], name="midpoint").is_explicit
+        False
+        """
         return bool(np.all(np.triu(self.A) == 0.0))
 
     def __repr__(self) -> str:
