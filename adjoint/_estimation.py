@@ -127,6 +127,8 @@ class FitResult(OptimizeResult):
         return {
             "values": {name: float(v) for name, v, _ in self.table},
             "errors": {name: float(e) for name, _, e in self.table},
+            # Rows and columns in the order of the fitted unknowns.
+            "correlation_names": list(self.names[: len(self.corr)]),
             "correlation": np.asarray(self.corr).tolist(),
             "cost": float(self.fun),
             "iterations": int(self.nit),

@@ -29,6 +29,7 @@ model in Stan", Stan case studies.
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
@@ -145,6 +146,7 @@ def build(data=None) -> _fitting.FitProblem:
         y,
         COLUMNS,
         header=table.get("__header__", []),
+        source="" if data is None else str(data),
     )
 
 
@@ -172,6 +174,10 @@ def plot(problem, result):
         ["hare", "lynx"],
         phase=True,
         xlabel="year",
-        ylabel="pelts (thousands)",
-        title="Lotka–Volterra fit to Hudson's Bay Company pelts",
+        ylabel="population" if problem.source else "pelts (thousands)",
+        title=(
+            f"Lotka–Volterra fit to {Path(problem.source).name}"
+            if problem.source
+            else "Lotka–Volterra fit to Hudson's Bay Company pelts"
+        ),
     )
