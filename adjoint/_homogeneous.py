@@ -16,6 +16,7 @@ import numpy as np
 from . import _sweeps_kernels as sk
 from . import _validate
 from ._errors import SweepError
+from ._fastcall import fast
 from ._kernel_types import STATUS_NONFINITE
 from ._sequence import SequenceBase, Trajectory
 from ._zero_kernels import (
@@ -25,6 +26,12 @@ from ._zero_kernels import (
     zero_terminal_cost_vjp,
 )
 from .kernels import Kernel, as_kernel
+
+# Sweeps called through their compiled entry points after the first call of
+# each argument kind (see adjoint._fastcall).
+_forward_sweep = fast(sk.forward_sweep)
+_adjoint_sweep = fast(sk.adjoint_sweep)
+_tangent_sweep = fast(sk.tangent_sweep)
 
 
 @functools.cache
@@ -206,7 +213,7 @@ class Sequence(SequenceBase):
             self._probe(x0, thetas, p)
         xs = np.empty((self.N + 1, self.n))
         info = np.zeros(2, dtype=np.intp)
-        J = sk.forward_sweep(
+        J = _forward_sweep(
             self.step.cfunc,
             self.running_cost.cfunc,
             self.terminal_cost.cfunc,
@@ -236,7 +243,7 @@ class Sequence(SequenceBase):
         grad_thetas = np.empty(self.theta_shape)
         grad_p = np.empty(self.p_shape)
         info = np.zeros(2, dtype=np.intp)
-        sk.adjoint_sweep(
+        _adjoint_sweep(
             self.step_vjp.cfunc,
             self.running_cost_vjp.cfunc,
             self.terminal_cost_vjp.cfunc,
@@ -265,7 +272,7 @@ class Sequence(SequenceBase):
         where it first became non-finite (the sweep checks periodically)."""
         lams = np.empty((self.N + 1, self.n))
         info_all = np.zeros(2, dtype=np.intp)
-        sk.adjoint_sweep(
+        _adjoint_sweep(
             self.step_vjp.cfunc,
             self.running_cost_vjp.cfunc,
             self.terminal_cost_vjp.cfunc,
@@ -299,7 +306,7 @@ class Sequence(SequenceBase):
             )
         xs_tan = np.empty_like(traj.xs)
         info = np.zeros(2, dtype=np.intp)
-        J_tan = sk.tangent_sweep(
+        J_tan = _tangent_sweep(
             self.step_jvp.cfunc,
             self.running_cost_vjp.cfunc,
             self.terminal_cost_vjp.cfunc,
@@ -465,7 +472,7 @@ class Sequence(SequenceBase):
         ]
         xs = np.empty((self.N + 1, self.n), dtype=np.complex128)
         info = np.zeros(2, dtype=np.intp)
-        J = sk.forward_sweep(
+        J = _forward_sweep(
             kernels[0],
             kernels[1],
             kernels[2],
@@ -482,7 +489,7 @@ class Sequence(SequenceBase):
         lams = np.empty_like(xs)
         grad_thetas = np.empty(self.theta_shape, dtype=np.complex128)
         grad_p = np.empty(self.p_shape, dtype=np.complex128)
-        sk.adjoint_sweep(
+        _adjoint_sweep(
             kernels[3],
             kernels[4],
             kernels[5],

@@ -17,6 +17,7 @@ from numba.core.errors import TypingError
 
 from .. import _validate
 from .._errors import SweepError
+from .._fastcall import fast
 from .._homogeneous import _cost_pair, _zero_kernels
 from .._kernel_types import STATUS_NONFINITE
 from .._sequence import SequenceBase, Trajectory
@@ -26,6 +27,16 @@ from . import _kernels as ik
 from . import _sparse
 from ._observations import ObservationCost
 from ._tableaus import EXPLICIT_SCHEMES, IMPLICIT_SCHEMES, Tableau
+
+# The sweeps called through their compiled entry points after the first call
+# of each argument kind (see adjoint._fastcall: Numba's per-call typing of the
+# kernel-pointer tuples costs more than a short sweep).
+_rk_forward = fast(ik.rk_forward)
+_rk_adjoint = fast(ik.rk_adjoint)
+_rk_tangent = fast(ik.rk_tangent)
+_implicit_forward = fast(ik.implicit_forward)
+_implicit_adjoint = fast(ik.implicit_adjoint)
+_implicit_tangent = fast(ik.implicit_tangent)
 
 __all__ = ["ODESequence"]
 
@@ -355,7 +366,7 @@ class ODESequence(SequenceBase):
             tab = self.tableau
             rows = self.N if self.store_stages else 0
             stages = np.empty((rows, tab.n_stages, self.n))
-            J = ik.rk_forward(
+            J = _rk_forward(
                 fns,
                 self._costs(),
                 tab.A,
@@ -376,7 +387,7 @@ class ODESequence(SequenceBase):
             )
             extra = {"stages": stages}
         else:
-            J = ik.implicit_forward(
+            J = _implicit_forward(
                 fns,
                 modes,
                 self._costs(),
@@ -424,7 +435,7 @@ class ODESequence(SequenceBase):
         info = np.zeros(4, dtype=np.intp)
         if self.is_explicit:
             tab = self.tableau
-            ik.rk_adjoint(
+            _rk_adjoint(
                 fns,
                 modes,
                 self._costs(),
@@ -449,7 +460,7 @@ class ODESequence(SequenceBase):
                 info,
             )
         else:
-            ik.implicit_adjoint(
+            _implicit_adjoint(
                 fns,
                 modes,
                 self._costs(),
@@ -485,7 +496,7 @@ class ODESequence(SequenceBase):
         info = np.zeros(4, dtype=np.intp)
         if self.is_explicit:
             tab = self.tableau
-            J_tan = ik.rk_tangent(
+            J_tan = _rk_tangent(
                 fns,
                 modes,
                 self._costs(),
@@ -509,7 +520,7 @@ class ODESequence(SequenceBase):
                 info,
             )
         else:
-            J_tan = ik.implicit_tangent(
+            J_tan = _implicit_tangent(
                 fns,
                 modes,
                 self._costs(),
@@ -586,7 +597,7 @@ class ODESequence(SequenceBase):
         if self.is_explicit:
             tab = self.tableau
             stages = np.empty((self.N, tab.n_stages, self.n), dtype=np.complex128)
-            J = ik.rk_forward(
+            J = _rk_forward(
                 fns,
                 costs,
                 tab.A,
@@ -606,7 +617,7 @@ class ODESequence(SequenceBase):
                 info,
             )
         else:
-            J = ik.implicit_forward(
+            J = _implicit_forward(
                 fns,
                 modes,
                 costs,
@@ -632,7 +643,7 @@ class ODESequence(SequenceBase):
         grad_p = np.zeros(self.p_shape, dtype=np.complex128)
         xs_bar = np.zeros_like(xs)
         if self.is_explicit:
-            ik.rk_adjoint(
+            _rk_adjoint(
                 fns,
                 modes,
                 costs,
@@ -657,7 +668,7 @@ class ODESequence(SequenceBase):
                 info,
             )
         else:
-            ik.implicit_adjoint(
+            _implicit_adjoint(
                 fns,
                 modes,
                 costs,
@@ -710,7 +721,7 @@ class ODESequence(SequenceBase):
         finfo = np.zeros(1)
         if self.is_explicit:
             tab = self.tableau
-            J = ik.rk_forward(
+            J = _rk_forward(
                 fns,
                 costs,
                 tab.A,
@@ -730,7 +741,7 @@ class ODESequence(SequenceBase):
                 info,
             )
         else:
-            J = ik.implicit_forward(
+            J = _implicit_forward(
                 fns,
                 self.system.modes,
                 costs,
@@ -799,7 +810,7 @@ class ODESequence(SequenceBase):
             lams[m] = lam
             if self.is_explicit:
                 tab = self.tableau
-                ik.rk_adjoint(
+                _rk_adjoint(
                     fns,
                     modes,
                     costs,
@@ -824,7 +835,7 @@ class ODESequence(SequenceBase):
                     info,
                 )
             else:
-                ik.implicit_adjoint(
+                _implicit_adjoint(
                     fns,
                     modes,
                     costs,
