@@ -699,8 +699,9 @@ def _steps(steps, N, name) -> list[int]:
         k = N + 1 + k if k < 0 else k
         if not 0 <= k <= N:
             raise ValueError(
-                f"Constraint `{name}` names step {k}; states are numbered 0 … N = {N}."
-            )
+                f"Constraint `{name}` names step {k}; "
+                f"states are numbered 0 … N = {N}."
+            )  # fmt: skip
         out.append(k)
     if not out:
         raise ValueError(f"Constraint `{name}` applies to no step.")

@@ -10,7 +10,8 @@ Argument conventions (all arrays one-dimensional and C-contiguous):
 
 - ``step(k, x, theta, p, consts, out) -> status``: write ``x_{k+1}`` to ``out``.
 - ``step_vjp(k, x, theta, p, consts, lam, x_bar, theta_bar, p_bar) -> status``:
-  *add* ``(∂F/∂x)ᵀλ``, ``(∂F/∂θ)ᵀλ`` and ``(∂F/∂p)ᵀλ`` into the three bars.
+  *add* ``(∂F/∂x)ᵀλ``, ``(∂F/∂θ)ᵀλ`` and ``(∂F/∂p)ᵀλ`` into the
+  three bars.
 - ``step_jvp(k, x, theta, p, consts, x_tan, theta_tan, p_tan, out) -> status``:
   write the tangent of ``x_{k+1}`` to ``out``.
 - ``running_cost(k, x, theta, p, consts, data) -> g``; ``data`` is row ``k`` of
@@ -25,7 +26,8 @@ side ``f(t, x, p, u)`` instead of a step; the integrators turn them into steps:
 
 - ``rhs(t, x, p, u, out) -> status``: write ``f`` to ``out``.
 - ``rhs_vjp(t, x, p, u, f_bar, x_bar, p_bar, u_bar) -> status``: *add*
-  ``(∂f/∂x)ᵀf̄``, ``(∂f/∂p)ᵀf̄`` and ``(∂f/∂u)ᵀf̄`` into the three bars.
+  ``(∂f/∂x)ᵀf̄``, ``(∂f/∂p)ᵀf̄`` and ``(∂f/∂u)ᵀf̄`` into the three
+  bars.
 - ``rhs_jvp(t, x, p, u, x_tan, p_tan, u_tan, out) -> status``: write
   ``∂f/∂x ẋ + ∂f/∂p ṗ + ∂f/∂u u̇`` to ``out``.
 - ``rhs_jac_x(t, x, p, u, jac_out) -> status``: write ``∂f/∂x`` to

@@ -182,7 +182,8 @@ class Layer(ABC):
 
     @abstractmethod
     def vjp(self, x, theta, y, cache, y_bar, need_x_bar=True):
-        """One backward step: ``x̄ = (∂F/∂x)ᵀ ȳ`` and ``θ̄ = (∂F/∂θ)ᵀ ȳ``.
+        """One backward step: ``x̄ = (∂F/∂x)ᵀ ȳ`` and
+        ``θ̄ = (∂F/∂θ)ᵀ ȳ``.
 
         Parameters
         ----------
@@ -304,7 +305,8 @@ class Dense(Layer):
 
     ``x`` has shape (B, n_in), ``W`` (n_out, n_in), ``b`` (n_out,), and the
     flat parameter vector is ``θ = [W.ravel(), b]`` (see :meth:`unpack`).
-    Rules: ``x̄ = ȳ W``, ``W̄ = ȳᵀ x``, ``b̄ = Σ_b ȳ``; ``ẏ = ẋ Wᵀ + x Ẇᵀ + ḃ``.
+    Rules: ``x̄ = ȳ W``, ``W̄ = ȳᵀ x``, ``b̄ = Σ_b ȳ``;
+    ``ẏ = ẋ Wᵀ + x Ẇᵀ + ḃ``.
     Weight decay acts on ``W`` only.
 
     Parameters
@@ -799,8 +801,9 @@ class Conv2D(Layer):
 
     def __repr__(self):
         return (
-            f"Conv2D({self.c_in} → {self.c_out}, {self.kh}×{self.kw}, {self.padding})"
-        )
+            f"Conv2D({self.c_in} → {self.c_out}, "
+            f"{self.kh}×{self.kw}, {self.padding})"
+        )  # fmt: skip
 
     def out_shape(self, in_shape):
         expects = f"(B, {self.c_in}, H, W)"

@@ -190,9 +190,9 @@ def tangent_sweep(
 ):
     """Forward sweep of tangents, returning the directional derivative of J.
 
-    ẋ_{k+1} = ∂F/∂x ẋ_k + ∂F/∂θ θ̇_k + ∂F/∂p ṗ.  The cost's tangent uses the
-    cost gradients (one VJP with unit weight per step), so no separate cost
-    JVP kernel is needed.  Overwrites ``xs_tan_out`` (N + 1, n).
+    ẋ_{k+1} = ∂F/∂x ẋ_k + ∂F/∂θ θ̇_k + ∂F/∂p ṗ.  The cost's tangent
+    uses the cost gradients (one VJP with unit weight per step), so no
+    separate cost JVP kernel is needed.  Overwrites ``xs_tan_out`` (N + 1, n).
     """
     N = thetas.shape[0]
     n = xs.shape[1]

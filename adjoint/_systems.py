@@ -84,7 +84,8 @@ class ODESystem:
 
     - ``rhs(t, x, p, u, out)``: write ``f`` to ``out``;
     - ``rhs_vjp(t, x, p, u, f_bar, x_bar, p_bar, u_bar)``: *add*
-      ``(∂f/∂x)ᵀf̄``, ``(∂f/∂p)ᵀf̄``, ``(∂f/∂u)ᵀf̄`` to the three bars;
+      ``(∂f/∂x)ᵀf̄``, ``(∂f/∂p)ᵀf̄``, ``(∂f/∂u)ᵀf̄`` to the three
+      bars;
     - ``rhs_jvp(t, x, p, u, x_tan, p_tan, u_tan, out)``: write
       ``∂f/∂x ẋ + ∂f/∂p ṗ + ∂f/∂u u̇`` to ``out``;
     - ``rhs_jac_x(t, x, p, u, jac_out)``: write ``∂f/∂x`` to the (n, n)
@@ -706,7 +707,9 @@ class ODESystem:
         return bars
 
     def jvp(self, t, x, p, u, x_tan, p_tan=None, u_tan=None) -> np.ndarray:
-        """``∂f/∂x ẋ + ∂f/∂p ṗ + ∂f/∂u u̇`` (missing tangents are zero).
+        """``∂f/∂x ẋ + ∂f/∂p ṗ + ∂f/∂u u̇``.
+
+        Missing tangents are zero.
 
         Parameters
         ----------

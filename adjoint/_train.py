@@ -293,7 +293,8 @@ class Adam(Optimiser):
     """Adam (Kingma & Ba 2015) with bias correction.
 
     ``m ← β₁m + (1−β₁)g``, ``v ← β₂v + (1−β₂)g²``,
-    ``z ← z − η m̂ / (√v̂ + ε)`` with ``m̂ = m/(1−β₁ᵗ)``, ``v̂ = v/(1−β₂ᵗ)``.
+    ``z ← z − η m̂ / (√v̂ + ε)`` with ``m̂ = m/(1−β₁ᵗ)``,
+    ``v̂ = v/(1−β₂ᵗ)``.
 
     Parameters
     ----------

@@ -352,8 +352,11 @@ def fig_taylor() -> dict:
         hess.eps,
         hess.remainders,
         "^-",
-        label=f"|∇J(z+εw)·u − ∇J(z)·u − ε uᵀHw|  (order {np.median(hess.orders):.2f})",
-    )
+        label=(
+            "|∇J(z+εw)·u − ∇J(z)·u − ε uᵀHw|  "
+            f"(order {np.median(hess.orders):.2f})"
+        ),
+    )  # fmt: skip
     ax.set_xlabel("ε")
     ax.set_ylabel("remainder")
     ax.set_title("Taylor tests, Lotka–Volterra fit at its starting point")

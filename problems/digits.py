@@ -411,7 +411,10 @@ def plot(problem: DigitsProblem, result, *, max_shown: int = MAX_SHOWN):
         ax.set_axis_off()
     for ax, i in zip(axes, wrong):
         ax.imshow(problem.images_test[i], cmap="gray_r", vmin=0, vmax=MAX_PIXEL)
-        ax.set_title(f"{problem.y_test[i]} → {result.test_predictions[i]}", fontsize=9)
+        ax.set_title(
+            f"{problem.y_test[i]} → {result.test_predictions[i]}",
+            fontsize=9,
+        )
     return fig
 
 

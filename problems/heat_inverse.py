@@ -60,7 +60,8 @@ RIDGE = 1e-6  # α of the prior ½ α |p|²
 SEED = 8
 REFERENCE = {"p_true": P_TRUE}
 
-# consts layout: dt, κ/Δx², A, 2π/P, M, n_s, σ, α | sensor indices (n_s) | φ (M n)
+# consts layout: dt, κ/Δx², A, 2π/P, M, n_s, σ, α |
+#   sensor indices (n_s) | φ (M n)
 _HEAD = 8
 
 

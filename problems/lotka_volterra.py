@@ -38,7 +38,10 @@ from adjoint._data import load_csv_table
 
 from . import _fitting
 
-DESCRIPTION = "Lotka–Volterra rates fitted to Hudson's Bay lynx–hare pelts, 1900–1920"
+DESCRIPTION = (
+    "Lotka–Volterra rates fitted to Hudson's Bay lynx–hare pelts, "
+    "1900–1920"
+)  # fmt: skip
 DATA_FILE = "hudson_bay_lynx_hare_1900_1920.csv"
 COLUMNS = ["hare", "lynx"]
 TIME_COLUMN = "year"
@@ -57,7 +60,8 @@ REFERENCE = {
 
 
 def rhs(t, x, p, u, out):
-    """``(α H − β H L, δ H L − γ L)`` with ``x = (H, L)``, ``p = (α, β, γ, δ)``."""
+    """``(α H − β H L, δ H L − γ L)``
+    with ``x = (H, L)``, ``p = (α, β, γ, δ)``."""
     out[0] = p[0] * x[0] - p[1] * x[0] * x[1]
     out[1] = p[3] * x[0] * x[1] - p[2] * x[1]
     return 0

@@ -341,7 +341,10 @@ def test_thetas_of_wrong_size_name_the_layer():
     net = Chain([Dense(4, 3), Tanh(), Dense(3, 2)]).with_targets([0])
     params = init_params(net)
     params[2] = np.zeros(7)
-    with pytest.raises(ValueError, match=r"`thetas\[2\]`.*layer 2 \(Dense\(3 → 2\)\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"`thetas\[2\]`.*layer 2 \(Dense\(3 → 2\)\)",
+    ):
         Objective(net, x0=np.zeros((1, 4)), thetas=params, wrt="theta")
     with pytest.raises(ValueError, match="holds 2 arrays; the chain has 3 layers"):
         Objective(net, x0=np.zeros((1, 4)), thetas=params[:2], wrt="theta")

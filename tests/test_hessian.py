@@ -69,7 +69,8 @@ def rel(a, b):
 
 
 def hess_lq(A, B, Q, R, P, N):
-    """``H`` over ``z = (x0, θ)`` of ``J = ½ Σ x_kᵀQx_k + ½ θ_kᵀRθ_k + ½ x_NᵀPx_N``."""
+    """``H`` over ``z = (x0, θ)`` of
+    ``J = ½ Σ x_kᵀQx_k + ½ θ_kᵀRθ_k + ½ x_NᵀPx_N``."""
     n, m = B.shape
     powers = [np.eye(n)]
     for _ in range(N):
@@ -114,7 +115,8 @@ def grad_complex_loop(seq, x0, thetas, p):
 
 
 def grad_mlp(theta, X, T, alpha, n_in, n_hidden, n_out):
-    """Gradient of ``mean((tanh(X W1ᵀ + b1) W2ᵀ + b2 − T)²) + α/2 (‖W1‖² + ‖W2‖²)``
+    """Gradient of
+    ``mean((tanh(X W1ᵀ + b1) W2ᵀ + b2 − T)²) + α/2 (‖W1‖² + ‖W2‖²)``
     in the layout of ``Chain([Dense, Tanh, Dense])``: ``[W1, b1, W2, b2]``."""
     i = 0
     W1 = theta[i : i + n_hidden * n_in].reshape(n_hidden, n_in)

@@ -61,7 +61,9 @@ def sol_lq(A, B, x0, thetas):
 
 
 def grad_lq(A, B, Q, R, P, x0, thetas):
-    """``J`` and ``∇J`` over ``z = (x0, θ)``: J = ½ zᵀ H z, so ∇J = ½ (H + Hᵀ) z.
+    """``J`` and ``∇J`` over ``z = (x0, θ)``.
+
+    J = ½ zᵀ H z, so ∇J = ½ (H + Hᵀ) z.
 
     ``H = Mᵀ W M + diag(0, R, …, R)`` with ``M = [Φ Γ]`` and
     ``W = diag(Q, …, Q, P)``.

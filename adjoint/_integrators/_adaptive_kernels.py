@@ -395,7 +395,8 @@ def adaptive_tangent(
 ):
     """Tangents through the recorded steps, step sizes held fixed.
 
-    ``Ẋ_i = ẏ + h Σ_l A_il K̇_l``, ``K̇_i = ∂f/∂x Ẋ_i + ∂f/∂p ṗ + ∂f/∂u u̇``,
+    ``Ẋ_i = ẏ + h Σ_l A_il K̇_l``,
+    ``K̇_i = ∂f/∂x Ẋ_i + ∂f/∂p ṗ + ∂f/∂u u̇``,
     ``ẏ_new = ẏ + h Σ_i b_i K̇_i``.  Overwrites ``xs_tan_out`` (N + 1, n: at
     the output times); returns the directional derivative of ``J``.
     """

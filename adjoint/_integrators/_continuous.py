@@ -2,7 +2,8 @@
 
 "Optimise then discretise": the adjoint ODE
 
-    λ' = −(∂f/∂x)ᵀ λ − ∂g/∂x,      μ' = −(∂f/∂p)ᵀ λ − ∂g/∂p
+    λ' = −(∂f/∂x)ᵀ λ − ∂g/∂x,
+    μ' = −(∂f/∂p)ᵀ λ − ∂g/∂p
 
 is solved backward in time with SciPy's adaptive (or stiff) solvers, using
 the dense output of an adaptive forward solve.  Its gradient approximates the
@@ -137,7 +138,9 @@ def continuous_adjoint_gradient(
     with ``solve_ivp(..., dense_output=True)``, then, backward from
     ``λ(t1) = ∂Φ/∂x``,
 
-        λ' = −(∂f/∂x)ᵀλ − ∂G/∂x,   μ' = −(∂f/∂p)ᵀλ − ∂G/∂p,   ν_k' = −(∂f/∂u)ᵀλ
+        λ' = −(∂f/∂x)ᵀλ − ∂G/∂x,
+        μ' = −(∂f/∂p)ᵀλ − ∂G/∂p,
+        ν_k' = −(∂f/∂u)ᵀλ
 
     with jumps ``λ(τ_r⁻) = λ(τ_r⁺) + ∂g_r/∂x`` at point observations, so
     ``dJ/dx0 = λ(t0)``, ``dJ/dp = ∂Φ/∂p + μ(t0)`` and the gradient with

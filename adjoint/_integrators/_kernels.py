@@ -135,7 +135,10 @@ def cs_vjp(rhs_c, t, x, p, u, f_bar, x_bar, p_bar, u_bar):
 
 @njit(cache=True)
 def cs_jvp(rhs_c, t, x, p, u, x_tan, p_tan, u_tan, out):
-    """Write ``∂f/∂x ẋ + ∂f/∂p ṗ + ∂f/∂u u̇`` to ``out``: one complex evaluation."""
+    """Write ``∂f/∂x ẋ + ∂f/∂p ṗ + ∂f/∂u u̇`` to ``out``.
+
+    One complex evaluation.
+    """
     xc = np.empty(x.shape[0], dtype=np.complex128)
     pc = np.empty(p.shape[0], dtype=np.complex128)
     uc = np.empty(u.shape[0], dtype=np.complex128)
@@ -209,7 +212,8 @@ def _vjp_rows_jvp(rhs_vjp, t, x, p, u, x_tan, p_tan, u_tan, out):
 
 @njit(cache=True)
 def eval_vjp(fns, modes, t, x, p, u, f_bar, x_bar, p_bar, u_bar):
-    """Add ``(∂f/∂x)ᵀf̄``, ``(∂f/∂p)ᵀf̄``, ``(∂f/∂u)ᵀf̄`` to the three bars."""
+    """Add ``(∂f/∂x)ᵀf̄``, ``(∂f/∂p)ᵀf̄``, ``(∂f/∂u)ᵀf̄``
+    to the three bars."""
     if modes[0] == MODE_COMPLEX_STEP:
         return cs_vjp(fns[4], t, x, p, u, f_bar, x_bar, p_bar, u_bar)
     return fns[1](t, x, p, u, f_bar, x_bar, p_bar, u_bar)
@@ -531,8 +535,9 @@ def rk_tangent(
 ):
     """Tangent sweep, steps ``k_start … k_end-1``; returns the tangent of ``J``.
 
-    ``K̇_i = ∂f/∂x (ẋ_k + dt Σ_{l<i} A_il K̇_l) + ∂f/∂p ṗ + ∂f/∂u u̇_k`` at the
-    stored stages; ``ẋ_{k+1} = ẋ_k + dt Σ_i b_i K̇_i``.  Overwrites
+    ``K̇_i = ∂f/∂x (ẋ_k + dt Σ_{l<i} A_il K̇_l)
+    + ∂f/∂p ṗ + ∂f/∂u u̇_k`` at the stored stages;
+    ``ẋ_{k+1} = ẋ_k + dt Σ_i b_i K̇_i``.  Overwrites
     ``xs_tan_out`` (row 0 receives ``x0_tan``).  No input checks.
     """
     N = us.shape[0]
@@ -1007,7 +1012,8 @@ def cost_gradients(
 
 @njit(cache=True)
 def cs_jacobians(rhs_c, t, x, p, u, jac_x_out, jac_p_out, jac_u_out):
-    """``∂f/∂x``, ``∂f/∂p``, ``∂f/∂u`` by ``n + n_p + n_u`` complex evaluations."""
+    """``∂f/∂x``, ``∂f/∂p``, ``∂f/∂u`` by ``n + n_p + n_u`` complex
+    evaluations."""
     n = x.shape[0]
     xc = _to_complex(x)
     pc = _to_complex(p)

@@ -275,8 +275,9 @@ def observation_cost(
     bad = (steps < 0) | (steps > N)
     if bad.any():
         raise ValueError(
-            f"`obs_steps` holds {int(steps[bad][0])}; states are numbered 0 … N = {N}."
-        )
+            f"`obs_steps` holds {int(steps[bad][0])}; "
+            f"states are numbered 0 … N = {N}."
+        )  # fmt: skip
     if np.unique(steps).size != steps.size:
         raise ValueError("`obs_steps` holds a step twice; combine the observations.")
 

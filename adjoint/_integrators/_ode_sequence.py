@@ -984,8 +984,9 @@ class ODESequence(SequenceBase):
         if status == ik.STATUS_SINGULAR:
             residual = "" if finfo is None else f" (residual max|R| = {finfo[0]:.3e})"
             raise SweepError(
-                f"The matrix I - θ dt ∂f/∂x is singular at step {k} (t = {t:g}) of "
-                f"the {sweep} sweep{residual}. Take smaller steps (`dt`)."
+                f"The matrix I - θ dt ∂f/∂x is singular at step {k} "
+                f"(t = {t:g}) of the {sweep} sweep{residual}. "
+                "Take smaller steps (`dt`)."
             )
         if status == ik.STATUS_UNAVAILABLE:
             raise SweepError(
