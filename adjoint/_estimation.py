@@ -772,10 +772,10 @@ class ParameterEstimation:
     def check_gradients(self, z=None, **options):
         """Run :func:`adjoint.check_gradients` on the model's misfit.
 
-        The checks run on :attr:`objective`, whose unknowns are the whole
-        initial state and rate vector on the natural scale (a superset of the
-        fitted unknowns; the log map and the noise profile are plain chain
-        rules on top), at the values given by ``z`` (default: the starting
+        The checks run on the ``objective`` attribute, whose unknowns are the
+        whole initial state and rate vector on the natural scale (a superset
+        of the fitted unknowns; the log map and the noise profile are plain
+        chain rules on top), at the values given by ``z`` (default: the starting
         guess).  Check away from an exact fit: where the residuals vanish the
         gradient is at rounding level and relative errors mean nothing.
 
