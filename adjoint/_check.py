@@ -19,6 +19,8 @@ DOT_PRODUCT_RTOL = 1e-10
 JACOBIAN_RTOL = 1e-10
 FD_RTOL = 1e-5
 TAYLOR_ORDER_RANGE = (1.9, 2.1)
+# Directions the checks use at most (unit vectors below this many unknowns).
+MAX_DIRECTIONS = 60
 COMPLEX_STEP_H = 1e-30  # far below roundoff of any perturbation that matters
 # The Taylor test's smallest remainder must exceed this many roundings of J
 # (a remainder at rounding level gives meaningless orders), and the default
@@ -61,7 +63,9 @@ def _directions(obj, z, max_directions, rng):
     return rng.standard_normal((max_directions, obj.size))
 
 
-def complex_step_gradient(obj: Objective, z, *, max_directions=60, rng=None):
+def complex_step_gradient(
+    obj: Objective, z, *, max_directions=MAX_DIRECTIONS, rng=None
+):
     """Directional derivatives of ``J`` by complex step, with the adjoint's.
 
     For each direction ``v``, the complex-step derivative
@@ -121,7 +125,7 @@ def complex_step_gradient(obj: Objective, z, *, max_directions=60, rng=None):
 
 
 def finite_difference_gradient(
-    obj: Objective, z, *, h=None, max_directions=60, rng=None
+    obj: Objective, z, *, h=None, max_directions=MAX_DIRECTIONS, rng=None
 ):
     """Central differences of ``J`` along unit or random directions.
 
@@ -455,6 +459,11 @@ def check_gradients(
       complex step vs adjoint (rel.)     1.07e-15      < 1e-10          ok
       ...
     """
+    if obj.size == 0:
+        raise ValueError(
+            "The objective has no unknowns (its `wrt` blocks are empty), so there "
+            "is no gradient to check."
+        )
     rng = np.random.default_rng(3) if rng is None else rng
     z = obj.z0 if z is None else np.asarray(z, dtype=np.float64)
     report = GradientReport(obj.size)
@@ -496,8 +505,19 @@ def check_gradients(
             )
         )
         if jacobian:
-            jf = obj.jacobian(z, mode="forward")
+            # Full Jacobians for few unknowns; otherwise the final state's
+            # Jacobian along MAX_DIRECTIONS random directions (one tangent
+            # sweep each) against the reverse-mode Jacobian times them.
             jr = obj.jacobian(z, mode="reverse")
+            if obj.size <= MAX_DIRECTIONS:
+                jf = obj.jacobian(z, mode="forward")
+            else:
+                V = rng.standard_normal((MAX_DIRECTIONS, obj.size))
+                steps = obj.seq._output_steps(None)
+                jf = np.column_stack(
+                    [obj.seq._states_at(obj.jvp(z, v)[0], steps) for v in V]
+                )
+                jr = jr @ V.T
             err = relative_error(jf, jr)
             report.lines.append(
                 (

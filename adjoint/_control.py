@@ -511,6 +511,16 @@ class ControlProblem:
                     f"{final_time} to `free_p` (a fixed horizon needs no "
                     "`final_time`, pass `duration=` instead)."
                 )
+            # time_scaled integrates over s in [0, 1] (from t0); times() and
+            # horizon() rely on it, so refuse any other span rather than
+            # mislabel time.
+            span = getattr(seq, "dt", 1.0 / seq.N) * seq.N
+            if abs(span - 1.0) > 1e-12:
+                raise ValueError(
+                    f"With `final_time`, the sequence must span s in [0, 1] "
+                    f"(dt·N = 1); it has dt·N = {span:g}. Use dt = 1/N with "
+                    "time_scaled(f, T)."
+                )
         self.final_time = final_time
         if self.m == 0 and len(self.free_p) == 0:
             raise ValueError(

@@ -547,10 +547,15 @@ class ParameterEstimation:
                 # the gradient of the weighted misfit with w_c = n_c / S_c,
                 # so set those weights after the forward sweep and run the
                 # adjoint sweep with them.
-                S = self._sum_of_squares(z)
+                S = self._profiled_sum_of_squares(z)
                 self._set_weights(self.n_counts / S)
-                g_full = self.objective.vjp(zm, None, 1.0)
-                J = float(np.sum(0.5 * self.n_counts * (np.log(S / self.n_counts) + 1)))
+                try:
+                    g_full = self.objective.vjp(zm, None, 1.0)
+                finally:
+                    # Back to the weights the objective was built with, so
+                    # its cached cost and later uses stay consistent.
+                    self._set_weights(self.weights)
+                J = self._profiled_cost(S)
         except SweepError:
             if not self._inside_fit:
                 raise
@@ -562,6 +567,23 @@ class ParameterEstimation:
 
     def _sum_of_squares(self, z):
         return np.nansum(self.residuals(z) ** 2, axis=0)
+
+    def _profiled_sum_of_squares(self, z):
+        S = self._sum_of_squares(z)
+        # Residuals at rounding level (an exact fit) leave σ unidentifiable.
+        scale = np.nanmax(np.abs(self.cost.data[:, : len(self.observed)]), axis=0)
+        floor = self.n_counts * (1e-12 * np.maximum(scale, 1.0)) ** 2
+        if np.any(S <= floor):
+            c = int(np.flatnonzero(S <= floor)[0])
+            raise ValueError(
+                f"The residuals of observed component {self.observed[c]} vanish, "
+                "so its noise scale cannot be estimated (an exact fit); use "
+                "fit_noise=False."
+            )
+        return S
+
+    def _profiled_cost(self, S):
+        return float(np.sum(0.5 * self.n_counts * (np.log(S / self.n_counts) + 1)))
 
     def _set_weights(self, w):
         q = len(self.observed)
@@ -592,7 +614,16 @@ class ParameterEstimation:
         -------
         float
         """
-        return self.value_and_grad(z)[0]
+        z = np.asarray(z, dtype=np.float64)
+        try:
+            if not self.fit_noise:
+                return self.objective.fun(self._model_z(z))
+            return self._profiled_cost(self._profiled_sum_of_squares(z))
+        except SweepError:
+            if not self._inside_fit:
+                raise
+            self.n_failed_evaluations += 1
+            return np.inf
 
     # ---- Gauss–Newton covariance ----
 
@@ -713,7 +744,7 @@ class ParameterEstimation:
             opts.update(ftol=1e-13, gtol=1e-9, maxcor=20)
         opts.update(options or {})
         if method in DERIVATIVE_FREE:
-            fun, jac = (lambda z: self.value_and_grad(z)[0]), None
+            fun, jac = self.fun, None
         else:
             fun, jac = self.value_and_grad, True
         self._inside_fit = True

@@ -227,6 +227,11 @@ class Sequence(SequenceBase):
             info,
             self._has_running_cost,
         )
+        if info[0] == 0 and not np.isfinite(xs).all():
+            # The loop checks every few steps; a state can overflow and come
+            # back (1/(1 + inf) = 0) in between, so one vectorised pass over
+            # all states makes the check complete.
+            info[0], info[1] = STATUS_NONFINITE, self.N - 1
         self._raise_for_status(info, "forward", xs)
         if not np.isfinite(J):
             raise SweepError(
@@ -529,7 +534,8 @@ class Sequence(SequenceBase):
                 )
             raise SweepError(
                 f"The {sweep} sweep produced a non-finite value at step {k}. "
-                "The forward states were finite; check the VJP/JVP kernels."
+                "The forward states were all finite; check the VJP and JVP kernels "
+                "(`step_vjp`, `step_jvp`, the cost VJPs)."
             )
         kernel = {
             "forward": self.step,
@@ -593,7 +599,10 @@ def _cost_pair(name, cost, cost_vjp, zero, zero_vjp):
 
 def _probe_call(kernel, outputs, out, *args):
     try:
-        status = kernel.py_func(*args)
+        # Overflow in plain Python is the sweeps' business (they report the
+        # non-finite state with its step), not the probe's.
+        with np.errstate(all="ignore"):
+            status = kernel.py_func(*args)
     except IndexError as err:
         raise ValueError(
             f"The {kernel.kind} kernel `{kernel.name}` indexed outside its arrays "

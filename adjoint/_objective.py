@@ -242,10 +242,13 @@ class Objective:
         z = self._checked(z)
         if self._last is not None and np.array_equal(self._last[0], z):
             return self._last[1]
+        # A private copy: the trajectory keeps views of it (x0, p), and the
+        # caller may change its own array in place afterwards.
+        z = z.copy()
         x0, thetas, p = self.unpack(z)
         traj = self.seq._forward_impl(x0, thetas, p)
         self.counts["forward"] += 1
-        self._last = (z.copy(), traj)
+        self._last = (z, traj)
         return traj
 
     def fun(self, z) -> float:

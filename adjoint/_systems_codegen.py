@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import sympy as sp
@@ -28,7 +29,7 @@ from sympy.printing.numpy import NumPyPrinter
 logger = logging.getLogger(__name__)
 
 # Bump when the generated code changes, so stale cached files are not reused.
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 # Numba's compile time grows faster than linearly with the number of
 # statements: a dense 40 x 40 Jacobian (1600 assignments) took 150 s.  Above
 # this many structurally non-zero entries no `rhs_jac_x` is generated and the
@@ -59,6 +60,29 @@ class _Printer(NumPyPrinter):
             return prod if exp > 0 else f"(1/{prod})"
         return super()._print_Pow(expr, rational=rational)
 
+    def _print_Piecewise(self, expr):
+        # numpy.select does not compile for scalars; nest conditionals.
+        text = "numpy.nan"
+        for value, condition in reversed(expr.args):
+            if condition == sp.true:
+                text = self._print(value)
+            else:
+                text = (
+                    f"(({self._print(value)}) if ({self._print(condition)}) "
+                    f"else ({text}))"
+                )
+        return text
+
+    def _print_Max(self, expr):
+        return "max(" + ", ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_Min(self, expr):
+        return "min(" + ", ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_DiracDelta(self, expr):
+        # The derivative of a step: zero wherever the derivative exists.
+        return "0.0"
+
 
 def _printer():
     return _Printer({"fully_qualified_modules": True, "allow_unknown_functions": False})
@@ -81,7 +105,9 @@ def canonicalise(exprs, groups):
     """
     mapping, canon = {}, {}
     for prefix, symbols in groups.items():
-        new = [sp.Symbol(f"_{prefix}{j}") for j in range(len(symbols))]
+        # Real, so that derivatives of Abs and sign stay real (sign(x)), as
+        # the states, parameters, controls and time are.
+        new = [sp.Symbol(f"_{prefix}{j}", real=True) for j in range(len(symbols))]
         canon[prefix] = new
         for old, sym in zip(symbols, new):
             if old in mapping:
@@ -302,6 +328,14 @@ def cost_source(running, terminal, canon) -> str:
     return "\n\n\n".join(parts)
 
 
+def _writable(directory: Path) -> bool:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(directory, os.W_OK | os.X_OK)
+
+
 def load(prefix: str, key: str, make_body, directory: Path | None = None):
     """Write ``make_body()`` (once) to ``<directory>/<prefix>_<key>.py`` and
     import it; when the file exists, ``make_body`` is not called."""
@@ -309,8 +343,18 @@ def load(prefix: str, key: str, make_body, directory: Path | None = None):
     module_name = f"adjoint_generated_{prefix}_{key}"
     if module_name in sys.modules:
         return sys.modules[module_name]
-    directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{prefix}_{key}.py"
+    if not path.exists() and not _writable(directory):
+        fallback = Path(tempfile.gettempdir()) / "adjoint-toolkit-systems"
+        warnings.warn(
+            f"The kernel cache directory '{directory}' is not writable; generated "
+            f"kernels go to '{fallback}' instead (set ${CACHE_ENV} to choose).",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        directory = fallback
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{prefix}_{key}.py"
     if not path.exists():
         body = make_body()
         header = (

@@ -52,6 +52,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# Kernels follow NumPy's floating-point rules: 1/0 gives inf, which the sweeps'
+# finiteness checks report with the step.  Numba's default ("python") raises
+# ZeroDivisionError, which a cfunc can only print and ignore, leaving its
+# output unwritten.
+ERROR_MODEL = "numpy"
+
 
 class Kernel:
     """A user function compiled for the sweeps and for complex-step checks.
@@ -150,9 +156,9 @@ class Kernel:
         """Generic ``njit`` version (float64 or complex128 arrays)."""
         if self._jit is None:
             try:
-                self._jit = njit(cache=True)(self.py_func)
+                self._jit = njit(cache=True, error_model=ERROR_MODEL)(self.py_func)
             except RuntimeError:  # no file to cache next to (stdin, exec)
-                self._jit = njit(self.py_func)
+                self._jit = njit(error_model=ERROR_MODEL)(self.py_func)
         return self._jit
 
     def __call__(self, *args):
@@ -166,14 +172,14 @@ def _compile_cfunc(py_func, kind, name, signatures=SIGNATURES):
     sig = signatures[kind]
     try:
         try:
-            return cfunc(sig, cache=True)(py_func)
+            return cfunc(sig, cache=True, error_model=ERROR_MODEL)(py_func)
         except RuntimeError as err:
             # Functions defined in a string or at an interactive prompt have no
             # file to cache next to; compile them for this process only.
             if "cache" not in str(err) and "locator" not in str(err):
                 raise
             logger.info("kernel %s compiled without disk cache: %s", name, err)
-            return cfunc(sig)(py_func)
+            return cfunc(sig, error_model=ERROR_MODEL)(py_func)
     except Exception as err:  # numba.TypingError and friends
         first = _compile_reason(err)
         ret = "a float" if "cost" in kind and "vjp" not in kind else "an integer status"

@@ -271,6 +271,16 @@ class ODESequence(SequenceBase):
         self.terminal_cost, self.terminal_cost_vjp = _cost_pair(
             "terminal_cost", terminal_cost, terminal_cost_vjp, zero[2], zero[3]
         )
+        if (
+            self.data.shape[1] > 0
+            and self.running_cost is zero[0]
+            and self.terminal_cost is zero[2]
+        ):
+            raise ValueError(
+                "`data` was given but no cost reads it, so J would be 0; pass "
+                "`observations=observation_cost(...)` or cost kernels "
+                "(`running_cost=`, `terminal_cost=`, e.g. from costs_from_sympy)."
+            )
 
     def __repr__(self) -> str:
         return (
