@@ -390,6 +390,10 @@ class ParameterEstimation:
         self.n_counts = np.array(
             [np.sum(~np.isnan(y_obs[:, c])) for c in range(n_obs_comp)]
         )
+        # Sums of squares at rounding level (an exact fit) leave a fitted
+        # noise scale unidentifiable.
+        data_scale = np.maximum(np.max(np.abs(cost.data[:, :q]), axis=0), 1.0)
+        self._noise_floor = self.n_counts * (1e-12 * data_scale) ** 2
         self.names = [self.x_names[i] + "(t0)" for i in self.x0_idx] + [
             self.p_names[i] for i in self.p_idx
         ]
@@ -570,9 +574,7 @@ class ParameterEstimation:
 
     def _profiled_sum_of_squares(self, z):
         S = self._sum_of_squares(z)
-        # Residuals at rounding level (an exact fit) leave σ unidentifiable.
-        scale = np.nanmax(np.abs(self.cost.data[:, : len(self.observed)]), axis=0)
-        floor = self.n_counts * (1e-12 * np.maximum(scale, 1.0)) ** 2
+        floor = self._noise_floor
         if np.any(S <= floor):
             c = int(np.flatnonzero(S <= floor)[0])
             raise ValueError(

@@ -247,6 +247,16 @@ class Sequence(SequenceBase):
         lams = np.empty((self.N + 1 if self.store_lams else 1, self.n))
         grad_thetas = np.empty(self.theta_shape)
         grad_p = np.empty(self.p_shape)
+        info = self._run_adjoint(traj, xs_bar, cost_weight, lams, grad_thetas, grad_p)
+        if info[0] == STATUS_NONFINITE:
+            self._locate_nonfinite_adjoint(traj, xs_bar, cost_weight, info)
+        self._raise_for_status(info, "adjoint", lams)
+        if self.store_lams:
+            traj.extra["lams"] = lams
+        return lams[0].copy(), grad_thetas, grad_p
+
+    def _run_adjoint(self, traj, xs_bar, cost_weight, lams, grad_thetas, grad_p):
+        """The compiled adjoint sweep into the given outputs; returns ``info``."""
         info = np.zeros(2, dtype=np.intp)
         _adjoint_sweep(
             self.step_vjp.cfunc,
@@ -265,34 +275,19 @@ class Sequence(SequenceBase):
             info,
             self._has_running_cost,
         )
-        if info[0] == STATUS_NONFINITE:
-            self._locate_nonfinite_adjoint(traj, xs_bar, cost_weight, info)
-        self._raise_for_status(info, "adjoint", lams)
-        if self.store_lams:
-            traj.extra["lams"] = lams
-        return lams[0].copy(), grad_thetas, grad_p
+        return info
 
     def _locate_nonfinite_adjoint(self, traj, xs_bar, cost_weight, info):
         """Rerun a failed adjoint sweep keeping every λ_k, to name the step
         where it first became non-finite (the sweep checks periodically)."""
         lams = np.empty((self.N + 1, self.n))
-        info_all = np.zeros(2, dtype=np.intp)
-        _adjoint_sweep(
-            self.step_vjp.cfunc,
-            self.running_cost_vjp.cfunc,
-            self.terminal_cost_vjp.cfunc,
-            traj.xs,
-            traj.thetas,
-            traj.p,
-            self.consts,
-            self.data,
+        info_all = self._run_adjoint(
+            traj,
             xs_bar,
-            float(cost_weight),
+            cost_weight,
             lams,
             np.empty(self.theta_shape),
             np.empty(self.p_shape),
-            info_all,
-            self._has_running_cost,
         )
         # Rows above the detection step were written; the highest non-finite
         # λ_k is where the sweep went wrong (it runs from k = N down).
